@@ -1,0 +1,39 @@
+"""Formats: one module each, behind the interface in `base`.
+
+``FORMATS`` lists them in report order; `get` finds one by name with an
+error that lists the others.
+"""
+
+from __future__ import annotations
+
+from harness.errors import InputError
+from harness.formats.base import Format
+from harness.formats.checkpoint import Checkpoint
+from harness.formats.exported import Exported
+from harness.formats.full_model import FullModel
+from harness.formats.safetensors import Safetensors
+from harness.formats.state_dict import StateDict
+from harness.formats.state_dict_legacy import StateDictLegacy
+from harness.formats.torchscript import TorchScript
+
+__all__ = ["FORMATS", "Format", "get", "parse_formats"]
+
+FORMATS: dict = {
+    f.name: f
+    for f in (StateDict(), StateDictLegacy(), FullModel(), TorchScript(), Exported(), Safetensors(), Checkpoint())
+}
+
+
+def get(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        msg = f"format={name!r} is not one of {', '.join(FORMATS)}"
+        raise InputError(msg) from None
+
+
+def parse_formats(text: str | None) -> list:
+    """``"state_dict,full_model"`` -> formats; None or "all" -> every format."""
+    if not text or text == "all":
+        return list(FORMATS.values())
+    return [get(n.strip()) for n in text.split(",") if n.strip()]

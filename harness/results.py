@@ -1,0 +1,108 @@
+"""Outcomes and result lines: the contract between load and report.
+
+A result line is one JSON object per cell (see DESIGN.md): ``schema``,
+``source``, ``target``, ``case``, ``format``, ``load``, ``outcome``,
+``expected``, ``detail``, ``diagnosis``, ``seconds`` and more. `CellResult`
+is its only writer and reader, so the schema lives in one place.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Optional
+
+__all__ = ["RESULT_SCHEMA", "CellResult", "Outcome", "cell_key"]
+
+RESULT_SCHEMA = 1
+
+
+class Outcome(str, enum.Enum):
+    """How a cell ended, from best to worst for the reader's attention."""
+
+    PASS = "pass"  # loaded, exactly equal
+    SKIP = "skip"  # not applicable here, with the reason
+    ERROR = "error"  # the load raised
+    TIMEOUT = "timeout"  # the load did not return in time
+    CRASH = "crash"  # the process died
+    MISMATCH = "mismatch"  # loaded, but differs: silent corruption, the worst
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+    @property
+    def is_failure(self) -> bool:
+        return self not in (Outcome.PASS, Outcome.SKIP)
+
+
+_SEVERITY = {
+    Outcome.PASS: 0, Outcome.SKIP: 1, Outcome.ERROR: 2, Outcome.TIMEOUT: 3, Outcome.CRASH: 4, Outcome.MISMATCH: 5,
+}
+
+
+def cell_key(source: str, case: str, fmt: str, options_id: str) -> str:
+    """What identifies a cell within one target env's results."""
+    return f"{source}|{case}|{fmt}|{options_id}"
+
+
+@dataclass
+class CellResult:
+    """One cell: (source env, target env, case, format, load options) and how it ended."""
+
+    source: str
+    target: str
+    case: str
+    format: str
+    load: dict
+    outcome: Outcome
+    detail: str = ""
+    expected: bool = False
+    expectation: Optional[str] = None
+    diagnosis: Optional[dict] = None
+    error: Optional[dict] = None
+    differences: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    forward: Optional[dict] = None
+    seconds: float = 0.0
+    artifact: str = ""
+    origin: str = "curated"
+    tags: list = field(default_factory=list)
+    harness: str = ""
+    schema: int = RESULT_SCHEMA
+
+    @property
+    def options_id(self) -> str:
+        from harness.options import LoadOptions
+
+        return LoadOptions.from_dict(self.load).id
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.source, self.case, self.format, self.options_id)
+
+    @property
+    def regression(self) -> bool:
+        """A failure that no expectation explains."""
+        return self.outcome.is_failure and not self.expected
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["outcome"] = self.outcome.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CellResult:
+        missing = [k for k in ("source", "target", "case", "format", "load", "outcome") if k not in d]
+        if missing:
+            msg = f"result line lacks {', '.join(missing)}"
+            raise ValueError(msg)
+        if d.get("schema", RESULT_SCHEMA) != RESULT_SCHEMA:
+            msg = f"result schema {d.get('schema')!r} is not {RESULT_SCHEMA}"
+            raise ValueError(msg)
+        kw: dict[str, Any] = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        kw["outcome"] = Outcome(d["outcome"])
+        return cls(**kw)
+
+    def with_(self, **changes: Any) -> CellResult:
+        return replace(self, **changes)

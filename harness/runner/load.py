@@ -1,0 +1,244 @@
+"""The load phase: every artifact of every source env, under every load option.
+
+Runs in the target env. The parent (this module) plans the cells from the
+manifests, skips cells already recorded for the same artifact and harness,
+and hands the rest to a worker process one artifact at a time; it writes
+each result line as soon as it arrives, marks results that an expectation
+explains, and turns a dead or hung worker into a ``crash`` or ``timeout``
+cell before starting a new worker for the remaining cells.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from harness import __version__
+from harness.digest import digest_bytes
+from harness.env import check_device
+from harness.errors import InputError
+from harness.expect import Expectations
+from harness.formats import FORMATS
+from harness.options import LoadOptions
+from harness.progress import Progress
+from harness.results import CellResult, Outcome, cell_key
+from harness.runner.isolation import Worker, WorkerDied, WorkerTimeout
+from harness.store import ResultsWriter, discover_artifacts, read_json, read_results, write_json
+
+__all__ = ["DEFAULT_TIMEOUT", "Filters", "LoadSummary", "load_phase"]
+
+DEFAULT_TIMEOUT = 120.0
+
+
+@dataclass
+class Filters:
+    """Restrict a load to some cells (``--source``, ``--case``, ``--format``, ``--cell``)."""
+
+    source: Optional[str] = None
+    case: Optional[str] = None
+    format: Optional[str] = None
+    cell: Optional[str] = None
+
+    def keep(self, base: CellResult) -> bool:
+        if self.source and base.source != self.source:
+            return False
+        if self.case and base.case != self.case:
+            return False
+        if self.format and base.format != self.format:
+            return False
+        return not (self.cell and base.key != self.cell)
+
+
+@dataclass
+class LoadSummary:
+    target: str
+    counts: Counter = field(default_factory=Counter)
+    regressions: list = field(default_factory=list)
+    mismatches: list = field(default_factory=list)
+    expected: int = 0
+    reused: int = 0
+    total: int = 0
+    results_path: Optional[Path] = None
+
+    @property
+    def exit_status(self) -> int:
+        return 1 if self.regressions or self.mismatches else 0
+
+    def lines(self) -> list:
+        counts = ", ".join(f"{self.counts[o.value]} {o.value}" for o in Outcome if self.counts[o.value])
+        out = [f"load {self.target}: {self.total} cells ({counts or 'none'}); {self.expected} expected failures; {self.reused} already recorded"]
+        shown = (self.mismatches + [r for r in self.regressions if r.outcome != Outcome.MISMATCH])[:15]
+        for r in shown:
+            out.append(f"  {r.outcome.value.upper():8} {r.source} -> {r.target} {r.case} {r.format} [{LoadOptions.from_dict(r.load).id}]: {r.detail[:200]}")
+        more = len(self.regressions) + len(self.mismatches) - len(shown)
+        if more > 0:
+            out.append(f"  ... and {more} more: see {self.results_path}")
+        return out
+
+
+@dataclass
+class _Artifact:
+    ref: Any
+    manifest: dict
+    id: str
+    cells: list
+    planned_skip: bool = False  # not saved in the source env: no worker needed
+
+
+def _plan(root: Path, target: str, cuda: bool, filters: Filters) -> list:
+    planned = []
+    for ref in discover_artifacts(root):
+        raw = ref.manifest_path.read_bytes()
+        try:
+            manifest = json.loads(raw)
+        except json.JSONDecodeError:
+            msg = f"{ref.manifest_path}: not valid JSON (a damaged artifact: delete it and save again)"
+            raise InputError(msg) from None
+        artifact_id = digest_bytes(raw)[:16]
+        spec = manifest.get("spec", {})
+        source = manifest.get("source", {}).get("label", ref.source)
+        base = CellResult(
+            source=source, target=target, case=manifest.get("case", ref.case), format=manifest.get("format", ref.format),
+            load={}, outcome=Outcome.SKIP, artifact=artifact_id, origin=spec.get("origin", "curated"),
+            tags=list(spec.get("tags", [])), harness=__version__,
+        )
+        fmt = FORMATS.get(base.format)
+        planned_skip = manifest.get("status") != "saved" or fmt is None
+        if planned_skip:
+            reason = manifest.get("reason") or f"unknown format {base.format!r}"
+            cells = [base.with_(detail=f"not saved in {source}: {reason}")]
+        else:
+            cells = [base.with_(load=o.to_dict()) for o in fmt.variants(cuda)]
+        cells = [c for c in cells if filters.keep(c)]
+        if cells:
+            planned.append(_Artifact(ref, manifest, artifact_id, cells, planned_skip))
+    return planned
+
+
+def _sources(root: Path) -> dict:
+    out = {}
+    for path in sorted(Path(root).glob("*/env.json")):
+        try:
+            out[path.parent.name] = read_json(path)
+        except InputError:
+            continue
+    return out
+
+
+def _compact(path: Path) -> None:
+    """Keep the last line of each cell: a re-run of a changed artifact replaces its old lines."""
+    if not path.exists():
+        return
+    lines = {}
+    total = 0
+    for d in read_results(path):
+        total += 1
+        lines[cell_key(d["source"], d["case"], d["format"], LoadOptions.from_dict(d["load"]).id)] = d
+    if len(lines) == total:
+        return
+    from harness.store import write_text
+
+    write_text(path, "".join(json.dumps(d, sort_keys=True) + "\n" for d in lines.values()))
+
+
+def load_phase(
+    artifacts: Path,
+    results: Path,
+    *,
+    device: str = "cpu",
+    timeout: float = DEFAULT_TIMEOUT,
+    expectations: Optional[Expectations] = None,
+    filters: Optional[Filters] = None,
+    expect_torch: Optional[str] = None,
+    progress: bool = True,
+    worker_env: Optional[dict] = None,
+) -> LoadSummary:
+    """Load every planned cell in this env and append the results."""
+    check_device(device, for_load=True)
+    if timeout <= 0:
+        raise InputError(f"--timeout={timeout!r} must be a positive number of seconds")
+    discover_artifacts(artifacts)  # fail on a bad path before starting a worker
+    expectations = expectations or Expectations.load()
+    filters = filters or Filters()
+    worker = Worker(device, env=worker_env)
+    hello = worker.start()
+    try:
+        fp = hello["hello"]
+        if expect_torch and fp["torch"].split("+")[0] != expect_torch.split("+")[0]:
+            msg = f"this env runs torch {fp['torch']} but torch {expect_torch} was asked for: refusing to record results under the wrong label"
+            raise InputError(msg)
+        target = fp["label"]
+        plan = _plan(Path(artifacts), target, bool(hello.get("cuda")), filters)
+        summary = LoadSummary(target)
+        with ResultsWriter(Path(results), target) as writer:
+            summary.results_path = writer.path
+            recorded = writer.recorded()
+            todo = []
+            for art in plan:
+                pending = [c for c in art.cells if recorded.get(c.key) != (art.id, __version__)]
+                summary.reused += len(art.cells) - len(pending)
+                if pending:
+                    todo.append((art, pending))
+            total = sum(len(p) for _, p in todo)
+            bar = Progress(f"load {target}", total) if progress else None
+
+            def record(result: CellResult) -> None:
+                result = expectations.apply(result)
+                writer.write(result)
+                summary.total += 1
+                summary.counts[result.outcome.value] += 1
+                summary.expected += int(result.expected)
+                if result.outcome == Outcome.MISMATCH:
+                    summary.mismatches.append(result)
+                elif result.regression:
+                    summary.regressions.append(result)
+                if bar:
+                    bar.advance(1, result.outcome.value)
+
+            for art, pending in todo:
+                _run_artifact(worker, art, pending, record, timeout)
+            writer.sync()
+            if bar:
+                bar.close()
+        _compact(writer.path)
+        write_json(Path(results) / f"{target}.env.json", {"schema": 1, "target": fp, "sources": _sources(Path(artifacts))})
+        return summary
+    finally:
+        worker.stop()
+
+
+def _run_artifact(worker: Worker, art: _Artifact, cells: list, record: Any, timeout: float) -> None:
+    """Run `cells` of one artifact; crash or timeout costs one cell and a new worker."""
+    if art.planned_skip:
+        for cell in cells:
+            record(cell)
+        return
+    remaining = list(cells)
+    while remaining:
+        first = remaining[0]
+        request = {"artifact": str(art.ref.directory.resolve()), "source": first.source, "cells": [c.to_dict() for c in remaining]}
+        try:
+            worker.send(request)
+            while remaining:
+                message = worker.read(timeout)
+                if "result" not in message:
+                    continue
+                record(CellResult.from_dict(message["result"]))
+                remaining.pop(0)
+            done = worker.read(timeout)
+            if not done.get("done"):
+                raise WorkerDied("the worker answered out of turn")
+        except WorkerTimeout:
+            cell = remaining.pop(0)
+            worker.stop()
+            record(cell.with_(outcome=Outcome.TIMEOUT, detail=f"no result within --timeout {timeout:g}s; the worker was killed"))
+            worker.start()
+        except WorkerDied as e:
+            cell = remaining.pop(0) if remaining else None
+            worker.stop()
+            if cell is not None:
+                record(cell.with_(outcome=Outcome.CRASH, detail=f"the worker process died: {e.detail}"))
+            worker.start()

@@ -1,0 +1,134 @@
+"""The load worker: a child process that runs cells and reports each result.
+
+The runner (the parent) keeps one worker alive and feeds it one artifact's
+cells at a time; the worker answers one JSON line per cell, in order. If a
+load kills the process (segfault, abort, out of memory) or never returns,
+the parent records that cell as ``crash`` or ``timeout``, starts a new worker
+and goes on with the next cell: one cell's failure is one cell, and a
+process per cell (far too slow) is never needed.
+
+Protocol (JSON lines): the worker first writes ``{"hello": fingerprint}``;
+the parent writes ``{"artifact": dir, "cells": [...]}``; the worker writes
+``{"result": {...}}`` per cell, then ``{"done": true}``. Anything else that
+the process prints goes to stderr, which the parent keeps for crash reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+FAULT_ENV = "TORCH_ROUNDTRIP_FAULT"
+
+
+def _protocol_stream() -> Any:
+    # Keep the real stdout for the protocol, and send fd 1 to stderr so that
+    # whatever torch's C++ code prints cannot corrupt a result line.
+    proto_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(proto_fd, "w", buffering=1, encoding="utf-8")
+
+
+def _inject_fault(case: str, fmt: str, options_id: str) -> None:
+    """Test hook: ``TORCH_ROUNDTRIP_FAULT=crash@CASE/FORMAT`` (or ``hang@``, ``exit@``).
+
+    Lets the test suite prove crash and hang isolation without relying on a
+    real torch bug. Unset in normal runs.
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        kind, _, where = item.partition("@")
+        want_case, _, want_fmt = where.partition("/")
+        if want_case == case and want_fmt in (fmt, "*"):
+            if kind == "crash":
+                os.abort()
+            elif kind == "hang":
+                time.sleep(10**6)
+            elif kind == "exit":
+                os._exit(3)
+
+
+class _Cache:
+    """Manifests and case contexts, kept across requests for the same artifacts."""
+
+    def __init__(self, device: str, size: int = 16) -> None:
+        self.device = device
+        self.size = size
+        self.manifests: OrderedDict = OrderedDict()
+        self.contexts: OrderedDict = OrderedDict()
+
+    def _lru(self, table: OrderedDict, key: Any, make: Any) -> Any:
+        if key in table:
+            table.move_to_end(key)
+            return table[key]
+        value = table[key] = make()
+        if len(table) > self.size:
+            table.popitem(last=False)
+        return value
+
+    def manifest(self, path: Path) -> Any:
+        from harness.manifest import Manifest
+        from harness.store import read_json
+
+        return self._lru(self.manifests, str(path), lambda: Manifest.from_dict(read_json(path)))
+
+    def context(self, source: str, case: str, spec: dict) -> Any:
+        from harness.cell import CaseContext
+
+        return self._lru(self.contexts, (source, case), lambda: CaseContext(spec, self.device))
+
+
+def serve(device: str) -> int:
+    proto = _protocol_stream()
+    import torch  # noqa: F401  - import before saying hello: startup cost is not a cell's
+
+    from harness.cell import run_cell
+    from harness.env import fingerprint
+    from harness.formats import get
+    from harness.options import LoadOptions
+    from harness.results import CellResult
+
+    fp = fingerprint(device)
+    from harness.env import cuda_available
+
+    proto.write(json.dumps({"hello": fp.to_dict(), "cuda": cuda_available()}) + "\n")
+    cache = _Cache(device)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        directory = Path(request["artifact"])
+        manifest = cache.manifest(directory / "manifest.json")
+        fmt = get(manifest.format)
+        ctx = cache.context(request["source"], manifest.case, manifest.spec)
+        reference = directory.parent / "reference.bin"
+        for cell in request["cells"]:
+            base = CellResult.from_dict(cell)
+            options = LoadOptions.from_dict(base.load)
+            _inject_fault(base.case, base.format, options.id)
+            result = run_cell(base, manifest, fmt, options, directory, reference, ctx, fp.compute_key)
+            proto.write(json.dumps({"result": result.to_dict()}) + "\n")
+        proto.write('{"done": true}\n')
+    return 0
+
+
+def main() -> int:
+    device = sys.argv[1] if len(sys.argv) > 1 else "cpu"
+    try:
+        return serve(device)
+    except BrokenPipeError:  # the parent went away: nothing left to report to
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
