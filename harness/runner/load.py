@@ -204,7 +204,10 @@ def load_phase(
             if bar:
                 bar.close()
         _compact(writer.path)
-        write_json(Path(results) / f"{target}.env.json", {"schema": 1, "target": fp, "sources": _sources(Path(artifacts))})
+        sidecar = Path(results) / f"{target}.env.json"
+        cases = read_json(sidecar).get("cases", {}) if sidecar.exists() else {}
+        cases.update({a.manifest["case"]: a.manifest.get("spec") for a in plan if a.manifest.get("spec")})
+        write_json(sidecar, {"schema": 1, "target": fp, "sources": _sources(Path(artifacts)), "cases": cases})
         return summary
     finally:
         worker.stop()

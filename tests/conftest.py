@@ -1,0 +1,51 @@
+"""Shared fixtures for the harness's own tests.
+
+Tests that need torch import it through the `torch` fixture so that the
+suite reports a clear skip (not an import error) in an env without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="session")
+def curated_specs():
+    from harness.cases import curated
+
+    specs = curated()
+    assert len(specs) >= 14, "the curated corpus lost cases"
+    return {s.name: s for s in specs}
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m harness ARGS`` in a subprocess, as a user would."""
+    full_env = dict(os.environ)
+    full_env["TORCH_ROUNDTRIP_PLAIN"] = "1"
+    full_env.pop("TORCH_ROUNDTRIP_DEBUG", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def read_results(results_dir: Path) -> list:
+    rows = []
+    for path in sorted(Path(results_dir).glob("*.jsonl")):
+        rows.extend(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return rows
