@@ -355,9 +355,10 @@ class Spec:
         model = data.get("model")
         if model is None:
             raise SpecError("model", "required: the root container node")
+        if not isinstance(model, dict) or model.get("kind") not in CONTAINERS:
+            kind = model.get("kind") if isinstance(model, dict) else type(model).__name__
+            raise SpecError("model.kind", f"the root must be a container ({', '.join(CONTAINERS)}), not {kind!r}")
         _validate_node(model, "model")
-        if model["kind"] not in CONTAINERS:
-            raise SpecError("model.kind", f"the root must be a container ({', '.join(CONTAINERS)}), not a {model['kind']}")
         _validate_extras(data, _module_paths(model))
         prefix = data.get("state_dict_prefix")
         if prefix is not None and prefix not in PREFIXES:

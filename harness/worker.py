@@ -38,18 +38,18 @@ def _protocol_stream() -> Any:
 
 
 def _inject_fault(case: str, fmt: str, options_id: str) -> None:
-    """Test hook: ``TORCH_ROUNDTRIP_FAULT=crash@CASE/FORMAT`` (or ``hang@``, ``exit@``).
+    """Test hook: ``TORCH_ROUNDTRIP_FAULT=crash@CASE/FORMAT[/OPTIONS]`` (or ``hang@``, ``exit@``).
 
     Lets the test suite prove crash and hang isolation without relying on a
-    real torch bug. Unset in normal runs.
+    real torch bug. Several faults are separated by spaces. Unset in normal runs.
     """
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
-    for item in spec.split(","):
+    for item in spec.split():
         kind, _, where = item.partition("@")
-        want_case, _, want_fmt = where.partition("/")
-        if want_case == case and want_fmt in (fmt, "*"):
+        want_case, want_fmt, want_opts = (where.split("/", 2) + ["", ""])[:3]
+        if want_case == case and want_fmt in (fmt, "*") and want_opts in (options_id, ""):
             if kind == "crash":
                 os.abort()
             elif kind == "hang":

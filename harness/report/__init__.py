@@ -1,0 +1,16 @@
+"""The compatibility report: result folders in, a page, JSON, JUnit and Markdown out.
+
+Data flows one way (DESIGN.md): the report reads result folders (and an
+optional baseline report and bench file), never artifacts or the runner.
+
+- `resultsdir` reads and validates one result folder;
+- `merge` combines folders (the later line of a cell wins, conflicts listed);
+- `model` turns merged lines into cells, re-applying the expectations;
+- `aggregate` counts them (matrix, format view, baseline diff);
+- `jsonout`, `junit`, `markdown`, `html` write the four outputs;
+- `build` runs the whole pipeline and `cli` wires ``report`` and ``merge``.
+"""
+
+from __future__ import annotations
+
+__all__: list = []

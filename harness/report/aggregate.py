@@ -1,0 +1,202 @@
+"""Counting cells: categories, the env matrix, the format view, the baseline diff.
+
+Every cell falls in one *category*, the word the report uses for it:
+
+============  ===============================================================
+pass          loaded and exactly equal
+skip          not applicable here (the reason is in the detail)
+expected      error, timeout or crash that an expectation documents
+regression    error, timeout or crash that no expectation explains
+mismatch      loaded but different: always fails the run, expected or not
+============  ===============================================================
+
+A run fails when it has a regression or a mismatch. The page computes the
+same counts in JavaScript (for its filters); the browser test checks that
+both agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional
+
+from harness.results import CellResult, Outcome
+
+__all__ = [
+    "BaselineDiff",
+    "Category",
+    "Counts",
+    "Verdict",
+    "category",
+    "diff_baseline",
+    "format_view",
+    "matrix",
+    "top_failures",
+    "totals",
+    "verdict",
+]
+
+
+class Category(str, enum.Enum):
+    """What a cell means for the run, from fine to worst."""
+
+    PASS = "pass"
+    SKIP = "skip"
+    EXPECTED = "expected"
+    REGRESSION = "regression"
+    MISMATCH = "mismatch"
+
+    @property
+    def fails(self) -> bool:
+        return self in (Category.REGRESSION, Category.MISMATCH)
+
+
+def category(r: CellResult) -> Category:
+    """The category of one cell."""
+    if r.outcome == Outcome.MISMATCH:
+        return Category.MISMATCH  # silent corruption fails the run even when documented
+    if not r.outcome.is_failure:
+        return Category(r.outcome.value)
+    return Category.EXPECTED if r.expected else Category.REGRESSION
+
+
+@dataclass
+class Counts:
+    """How many cells of each category, and the worst outcome no expectation explains."""
+
+    counts: dict = field(default_factory=lambda: {c.value: 0 for c in Category})
+    worst: Optional[Outcome] = None
+
+    def add(self, r: CellResult) -> None:
+        cat = category(r)
+        self.counts[cat.value] += 1
+        if cat != Category.EXPECTED and (self.worst is None or r.outcome.severity > self.worst.severity):
+            self.worst = r.outcome
+
+    def __getitem__(self, name: str) -> int:
+        return self.counts[name]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def failing(self) -> int:
+        return self.counts["regression"] + self.counts["mismatch"]
+
+    def to_dict(self) -> dict:
+        return {**self.counts, "total": self.total, "worst": self.worst.value if self.worst else None}
+
+
+def totals(cells: list) -> Counts:
+    """Counts over all `cells`."""
+    out = Counts()
+    for r in cells:
+        out.add(r)
+    return out
+
+
+def matrix(cells: list) -> dict:
+    """(source, target) -> Counts."""
+    out: dict = {}
+    for r in cells:
+        key = (r.source, r.target)
+        if key not in out:
+            out[key] = Counts()
+        out[key].add(r)
+    return out
+
+
+class Verdict(str, enum.Enum):
+    """Whether a format survives one source -> target transition."""
+
+    SAFE = "safe"  # every cell that applies passes
+    NEEDS_OPTIONS = "needs options"  # passes, but some load options fail in documented ways
+    KNOWN_INCOMPATIBLE = "known incompatible"  # nothing passes; every failure is documented
+    REGRESSION = "regression"  # an undocumented failure
+    CORRUPTS = "corrupts"  # a mismatch: it loads, but different
+    NOT_APPLICABLE = "n/a"  # all skipped
+
+
+def verdict(c: Counts) -> Verdict:
+    """The verdict of one format view cell."""
+    if c["mismatch"]:
+        return Verdict.CORRUPTS
+    if c["regression"]:
+        return Verdict.REGRESSION
+    if c["pass"]:
+        return Verdict.NEEDS_OPTIONS if c["expected"] else Verdict.SAFE
+    if c["expected"]:
+        return Verdict.KNOWN_INCOMPATIBLE
+    return Verdict.NOT_APPLICABLE
+
+
+def format_view(cells: list) -> dict:
+    """(format, source, target) -> Counts: which transitions each format survives."""
+    out: dict = {}
+    for r in cells:
+        key = (r.format, r.source, r.target)
+        if key not in out:
+            out[key] = Counts()
+        out[key].add(r)
+    return out
+
+
+_FAIL_ORDER = {Category.MISMATCH: 0, Category.REGRESSION: 1}
+
+
+def top_failures(cells: list, keys: list, n: int) -> list:
+    """Up to `n` (key, cell) that fail the run: mismatches first, then by outcome severity."""
+    failing = [(k, r) for k, r in zip(keys, cells) if category(r).fails]
+    failing.sort(key=lambda kr: (_FAIL_ORDER[category(kr[1])], -kr[1].outcome.severity, kr[1].target, kr[0]))
+    return failing[:n]
+
+
+@dataclass
+class BaselineDiff:
+    """How failing cells moved since the baseline report.
+
+    Keys are ``(target, cell key)``. *new*: fails now, did not fail (or was
+    not run) then; *fixed*: failed then, runs now and does not fail;
+    *unchanged*: fails in both; *vanished*: failed then and is not run now.
+    """
+
+    new: list = field(default_factory=list)
+    fixed: list = field(default_factory=list)
+    unchanged: list = field(default_factory=list)
+    vanished: list = field(default_factory=list)
+    baseline_cells: int = 0
+
+    def status_of(self) -> dict:
+        """(target, key) -> "new" | "fixed" | "unchanged"."""
+        out = {}
+        for name in ("new", "fixed", "unchanged"):
+            for k in getattr(self, name):
+                out[k] = name
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "baseline_cells": self.baseline_cells,
+            **{name: [list(k) for k in getattr(self, name)] for name in ("new", "fixed", "unchanged", "vanished")},
+        }
+
+
+def diff_baseline(cells: list, keys: list, base_cells: list, base_keys: list) -> BaselineDiff:
+    """Compare this run's failing cells with the baseline's (both judged by the same expectations)."""
+    now = {(r.target, k): category(r).fails for k, r in zip(keys, cells)}
+    then = {(r.target, k): category(r).fails for k, r in zip(base_keys, base_cells)}
+    diff = BaselineDiff(baseline_cells=len(then))
+    for key, fails in now.items():
+        before = then.get(key)
+        if fails and before:
+            diff.unchanged.append(key)
+        elif fails:
+            diff.new.append(key)
+        elif before:
+            diff.fixed.append(key)
+    diff.vanished = sorted(k for k, fails in then.items() if fails and k not in now)
+    for name in ("new", "fixed", "unchanged"):
+        getattr(diff, name).sort()
+    return diff

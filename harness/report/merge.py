@@ -1,0 +1,176 @@
+"""Merging result folders: several machines' results become one.
+
+CI runs each target env on its own machine and each writes its own result
+folder; `merge_dirs` combines them in the order given. The later line of a
+cell wins (as within one file: a re-run replaces the older line). When two
+lines of one cell disagree on the outcome, or two folders describe one env
+label or one case differently, the merge goes on with the later one and
+records a `Conflict`, which ``merge`` and ``report`` print and the report
+shows: two machines disagreeing about one cell is a finding, not noise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import InputError
+from harness.options import LoadOptions
+from harness.report.resultsdir import SIDECAR_SCHEMA, ResultsDir, read_results_dir
+from harness.results import cell_key
+from harness.store import write_text
+
+__all__ = ["Conflict", "Merged", "merge_dirs", "options_id", "write_merged"]
+
+_OPTIONS_IDS: dict = {}
+
+
+def options_id(load: dict) -> str:
+    """`LoadOptions.id` of a load dict, cached: a run has few distinct option sets."""
+    try:
+        frozen = tuple(sorted(load.items()))
+        cached = _OPTIONS_IDS.get(frozen)
+    except TypeError:  # an unhashable option value: compute it every time
+        return LoadOptions.from_dict(load).id
+    if cached is None:
+        cached = _OPTIONS_IDS[frozen] = LoadOptions.from_dict(load).id
+    return cached
+
+
+def line_key(d: dict) -> str:
+    """The cell key of a result line (unique within its target)."""
+    return cell_key(d["source"], d["case"], d["format"], options_id(d["load"]))
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two inputs that disagree; the later one was kept."""
+
+    kind: str  # cell | env | case
+    subject: str  # the cell key, env label or case name
+    target: str  # the target env of a cell conflict, else ""
+    earlier: str
+    later: str
+
+    def line(self) -> str:
+        where = f"{self.target}: " if self.target else ""
+        return f"{self.kind} conflict: {where}{self.subject}: {self.earlier} vs {self.later} (kept the later)"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "subject": self.subject, "target": self.target, "earlier": self.earlier, "later": self.later}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Conflict:
+        return cls(d["kind"], d["subject"], d.get("target", ""), d["earlier"], d["later"])
+
+
+@dataclass
+class Merged:
+    """Lines per target (key -> (line, where)), fingerprints, specs, and what went wrong."""
+
+    inputs: list = field(default_factory=list)
+    lines: dict = field(default_factory=dict)  # target -> {key: (dict, "file:line")}
+    targets: dict = field(default_factory=dict)  # target -> fingerprint, where a sidecar gave one
+    sources: dict = field(default_factory=dict)  # target -> {source label: fingerprint}
+    envs: dict = field(default_factory=dict)  # label -> fingerprint, every env seen
+    cases: dict = field(default_factory=dict)  # name -> spec
+    conflicts: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    superseded: int = 0  # lines replaced by a later line with the same outcome
+    mtimes: list = field(default_factory=list)  # of the result files read
+
+    @property
+    def total(self) -> int:
+        return sum(len(v) for v in self.lines.values())
+
+
+def _fingerprint_diff(a: dict, b: dict) -> str:
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
+
+
+def _add_env(merged: Merged, label: str, fp: dict, where: str, origin: dict) -> None:
+    old = merged.envs.get(label)
+    if old is not None and old != fp:
+        merged.conflicts.append(Conflict("env", label, "", f"{origin[label]}", f"{where} ({_fingerprint_diff(old, fp)})"))
+    merged.envs[label] = fp
+    origin[label] = where
+
+
+def merge_dirs(dirs: list) -> Merged:
+    """Combine `dirs` (paths or `ResultsDir`s), later ones winning."""
+    merged = Merged()
+    env_origin: dict = {}
+    case_origin: dict = {}
+    for d in dirs:
+        rd = d if isinstance(d, ResultsDir) else read_results_dir(Path(d))
+        merged.inputs.append(str(rd.path))
+        for label, tf in rd.targets.items():
+            merged.mtimes.append(tf.path.stat().st_mtime)
+            if tf.torn:
+                merged.warnings.append(f"{tf.path}: the last line is incomplete (a load was killed while writing it) and was ignored")
+            cells = merged.lines.setdefault(label, {})
+            for number, line in tf.lines:
+                where = f"{tf.path}:{number}"
+                key = line_key(line)
+                old = cells.get(key)
+                if old is not None:
+                    if old[0]["outcome"] != line["outcome"]:
+                        merged.conflicts.append(
+                            Conflict("cell", key, label, f"{old[0]['outcome']} at {old[1]}", f"{line['outcome']} at {where}")
+                        )
+                    else:
+                        merged.superseded += 1
+                    # Re-insert so the merged order follows the winning lines.
+                    del cells[key]
+                cells[key] = (line, where)
+            if tf.sidecar is None:
+                merged.warnings.append(f"{rd.path / (label + '.env.json')} is missing: the fingerprints of {label} and its sources are unknown")
+                continue
+            side = str(rd.path / f"{label}.env.json")
+            merged.targets[label] = tf.sidecar["target"]
+            _add_env(merged, label, tf.sidecar["target"], side, env_origin)
+            sources = merged.sources.setdefault(label, {})
+            for src, fp in tf.sidecar["sources"].items():
+                sources[src] = fp
+                _add_env(merged, src, fp, side, env_origin)
+            for name, spec in tf.sidecar["cases"].items():
+                old_spec = merged.cases.get(name)
+                if old_spec is not None and old_spec != spec:
+                    merged.conflicts.append(Conflict("case", name, "", f"spec in {case_origin[name]}", f"another spec in {side}"))
+                merged.cases[name] = spec
+                case_origin[name] = side
+    return merged
+
+
+def write_merged(merged: Merged, out: Path) -> list:
+    """Write `merged` as one result folder (``<target>.jsonl`` + ``<target>.env.json``)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        msg = f"--out {str(out)!r} is a file, not a folder"
+        raise InputError(msg)
+    inputs = {Path(p).resolve() for p in merged.inputs}
+    if out.exists() and out.resolve() not in inputs:
+        stray = sorted(p.name for p in out.glob("*.jsonl") if p.name[: -len(".jsonl")] not in merged.lines)
+        kept = sorted(p.name for p in out.glob("*.jsonl") if p.name[: -len(".jsonl")] in merged.lines)
+        if stray or kept:
+            msg = (
+                f"--out {str(out)!r} already holds results ({', '.join((stray + kept)[:3])}); "
+                "merge into an empty folder, or name this folder among the inputs to merge into it"
+            )
+            raise InputError(msg)
+    written = []
+    for label in sorted(merged.lines):
+        rows = sorted(merged.lines[label].items())
+        path = out / f"{label}.jsonl"
+        write_text(path, "".join(json.dumps(line, sort_keys=True) + "\n" for _, (line, _) in rows))
+        written.append(path)
+        if label in merged.targets:
+            side = out / f"{label}.env.json"
+            referenced = {line["case"] for _, (line, _) in rows}
+            cases = {n: s for n, s in merged.cases.items() if n in referenced}
+            data = {"schema": SIDECAR_SCHEMA, "target": merged.targets[label], "sources": merged.sources.get(label, {}), "cases": cases}
+            write_text(side, json.dumps(data, sort_keys=True, indent=1) + "\n")
+            written.append(side)
+    return written

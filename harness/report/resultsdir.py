@@ -1,0 +1,182 @@
+"""One result folder on disk, read and validated line by line.
+
+A result folder (what ``load --results DIR`` writes, see `harness.store`)
+holds, for each target env, ``<target>.jsonl`` (one result line per cell)
+and ``<target>.env.json`` (the fingerprints of the target and of the source
+envs, and the specs of the cases). Every problem is an `InputError` that
+names the file and, for a result line, the line number: the CLI prints it as
+one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from harness.errors import InputError
+from harness.results import RESULT_SCHEMA, Outcome
+
+__all__ = ["ResultsDir", "TargetFile", "check_line", "read_results_dir"]
+
+SIDECAR_SCHEMA = 1
+
+_STR_FIELDS = ("source", "target", "case", "format")
+_OPTIONAL_TYPES: dict = {
+    "detail": (str,),
+    "expected": (bool,),
+    "expectation": (str, type(None)),
+    "diagnosis": (dict, type(None)),
+    "error": (dict, type(None)),
+    "differences": (list,),
+    "notes": (list,),
+    "forward": (dict, type(None)),
+    "seconds": (int, float),
+    "artifact": (str,),
+    "origin": (str,),
+    "tags": (list,),
+    "harness": (str,),
+}
+_OUTCOMES = ", ".join(o.value for o in Outcome)
+
+
+def _type_names(types: tuple) -> str:
+    return " or ".join("null" if t is type(None) else {"str": "a string", "dict": "an object", "list": "a list", "bool": "true/false"}.get(t.__name__, "a number") for t in types)
+
+
+def check_line(d: Any) -> None:
+    """Raise ValueError (one line, no location) if `d` is not a valid result line."""
+    if not isinstance(d, dict):
+        msg = f"a result line is a JSON object, not {type(d).__name__}"
+        raise ValueError(msg)
+    missing = [k for k in ("source", "target", "case", "format", "load", "outcome") if k not in d]
+    if missing:
+        msg = f"result line lacks {', '.join(missing)}"
+        raise ValueError(msg)
+    if d.get("schema", RESULT_SCHEMA) != RESULT_SCHEMA:
+        msg = f"schema={d.get('schema')!r} but this harness reads result schema {RESULT_SCHEMA}"
+        raise ValueError(msg)
+    for key in _STR_FIELDS:
+        if not isinstance(d[key], str) or not d[key]:
+            msg = f"{key}={d[key]!r} is not a non-empty string"
+            raise ValueError(msg)
+    if not isinstance(d["load"], dict):
+        msg = f"load={d['load']!r} is not an object of load options"
+        raise ValueError(msg)
+    if d["outcome"] not in Outcome._value2member_map_:
+        msg = f"outcome={d['outcome']!r} is not one of {_OUTCOMES}"
+        raise ValueError(msg)
+    for key, types in _OPTIONAL_TYPES.items():
+        # bool is an int: seconds=true must not pass as a number
+        if key in d and (not isinstance(d[key], types) or (key == "seconds" and isinstance(d[key], bool))):
+            msg = f"{key}={d[key]!r} is not {_type_names(types)}"
+            raise ValueError(msg)
+
+
+@dataclass
+class TargetFile:
+    """The results of one target env in one folder."""
+
+    label: str
+    path: Path
+    lines: list = field(default_factory=list)  # (line number, dict)
+    sidecar: Optional[dict] = None
+    torn: bool = False  # an incomplete last line was dropped
+
+
+@dataclass
+class ResultsDir:
+    path: Path
+    targets: dict = field(default_factory=dict)  # label -> TargetFile
+
+
+def _read_lines(path: Path, label: str) -> tuple:
+    lines = []
+    torn = False
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        msg = f"{path}: not UTF-8 text ({e.reason} at byte {e.start})"
+        raise InputError(msg) from None
+    except OSError as e:
+        msg = f"{path}: cannot be read ({e.strerror})"
+        raise InputError(msg) from None
+    rows = text.split("\n")
+    last = len(rows)
+    for number, raw in enumerate(rows, 1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == last:
+                # No newline after it: a load killed mid-write (store.ResultsWriter
+                # appends whole lines). The caller says so; the cell is re-run next load.
+                torn = True
+                break
+            msg = f"{path}:{number}: not a JSON result line ({e.msg} at column {e.colno})"
+            raise InputError(msg) from None
+        try:
+            check_line(d)
+        except ValueError as e:
+            msg = f"{path}:{number}: {e}"
+            raise InputError(msg) from None
+        if d["target"] != label:
+            msg = f"{path}:{number}: target={d['target']!r} but this file holds the results of {label!r}"
+            raise InputError(msg)
+        lines.append((number, d))
+    return lines, torn
+
+
+def _read_sidecar(path: Path, label: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        msg = f"{path}: not valid JSON ({e.msg} at line {e.lineno})"
+        raise InputError(msg) from None
+    except (OSError, UnicodeDecodeError) as e:
+        msg = f"{path}: cannot be read ({e})"
+        raise InputError(msg) from None
+    if not isinstance(data, dict):
+        msg = f"{path}: an env sidecar is a JSON object with schema, target, sources and cases"
+        raise InputError(msg)
+    if data.get("schema") != SIDECAR_SCHEMA:
+        msg = f"{path}: schema={data.get('schema')!r} but this harness reads env sidecar schema {SIDECAR_SCHEMA}"
+        raise InputError(msg)
+    for key in ("target", "sources", "cases"):
+        if not isinstance(data.get(key), dict):
+            msg = f"{path}: {key!r} must be an object"
+            raise InputError(msg)
+    if data["target"].get("label") != label:
+        msg = f"{path}: target.label={data['target'].get('label')!r} but the file is named for {label!r}"
+        raise InputError(msg)
+    for name, fp in data["sources"].items():
+        if not isinstance(fp, dict):
+            msg = f"{path}: sources.{name} must be an object (a fingerprint)"
+            raise InputError(msg)
+    return data
+
+
+def read_results_dir(path: Path, *, option: str = "RESULTS_DIR") -> ResultsDir:
+    """Every target file of the folder `path`, validated; InputError on the first problem."""
+    path = Path(path)
+    if not path.exists():
+        msg = f"{option} {str(path)!r} does not exist"
+        raise InputError(msg)
+    if not path.is_dir():
+        msg = f"{option} {str(path)!r} is not a directory (give the folder that `load --results` wrote)"
+        raise InputError(msg)
+    files = sorted(p for p in path.glob("*.jsonl") if not p.name.startswith("."))
+    if not files:
+        msg = f"{option} {str(path)!r} holds no results (no <target>.jsonl files; run `python -m harness load --results {path}` first)"
+        raise InputError(msg)
+    out = ResultsDir(path)
+    for jsonl in files:
+        label = jsonl.name[: -len(".jsonl")]
+        lines, torn = _read_lines(jsonl, label)
+        sidecar_path = path / f"{label}.env.json"
+        sidecar = _read_sidecar(sidecar_path, label) if sidecar_path.exists() else None
+        out.targets[label] = TargetFile(label, jsonl, lines, sidecar, torn)
+    return out

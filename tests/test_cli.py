@@ -1,0 +1,86 @@
+"""Bad input gets one clear line and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+
+def one_line_error(done, *words):
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def test_missing_artifacts_dir(tmp_path):
+    pytest.importorskip("torch")
+    done = run_cli("load", "--artifacts", str(tmp_path / "nope"), "--results", str(tmp_path / "R"))
+    one_line_error(done, "--artifacts", "does not exist", "save --out")
+
+
+def test_artifacts_is_a_file(tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "f").write_text("x")
+    done = run_cli("load", "--artifacts", str(tmp_path / "f"), "--results", str(tmp_path / "R"))
+    one_line_error(done, "is not a directory")
+
+
+def test_bad_spec_names_case_and_field(tmp_path):
+    pytest.importorskip("torch")
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps({"cases": [{"name": "x", "model": {"kind": "sequential", "children": [{"kind": "linear", "in_features": 2}]}}]}))
+    done = run_cli("save", "--out", str(tmp_path / "A"), "--cases", str(cases))
+    one_line_error(done, "case 'x'", "model.children[0].out_features", "required")
+
+
+@pytest.mark.parametrize("content", ["", "{", "[1, 2]", '{"cases": 3}'])
+def test_unreadable_cases_file(tmp_path, content):
+    pytest.importorskip("torch")
+    cases = tmp_path / "cases.json"
+    cases.write_text(content)
+    done = run_cli("save", "--out", str(tmp_path / "A"), "--cases", str(cases))
+    one_line_error(done, "cases.json")
+
+
+def test_cuda_without_a_gpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU")
+    done = run_cli("save", "--out", str(tmp_path / "A"), "--device", "cuda")
+    one_line_error(done, "--device=cuda", "torch.cuda.is_available() is False", "cuda-emulated")
+
+
+def test_unknown_format(tmp_path):
+    pytest.importorskip("torch")
+    done = run_cli("save", "--out", str(tmp_path / "A"), "--formats", "state_dict,onnx")
+    one_line_error(done, "format='onnx'", "state_dict")
+
+
+def test_usage_errors_are_one_line():
+    done = run_cli("load", "--artifacts")
+    one_line_error(done, "--artifacts", "--help")
+    done = run_cli("frobnicate")
+    one_line_error(done, "invalid choice")
+    done = run_cli("load", "--artifacts", "A", "--results", "R", "--timeout", "-1")
+    one_line_error(done, "--timeout")
+
+
+def test_wrong_torch_is_refused(tmp_path):
+    pytest.importorskip("torch")
+    done = run_cli("save", "--out", str(tmp_path / "A"), "--expect-torch", "1.13.1")
+    one_line_error(done, "torch 1.13.1 was asked for", "refusing")
+
+
+def test_replay_reproduces_a_spec(tmp_path):
+    pytest.importorskip("torch")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"name": "r", "model": {"kind": "sequential", "children": [{"kind": "linear", "in_features": 2, "out_features": 2}]}}))
+    done = run_cli("replay", str(spec), "--formats", "state_dict,safetensors")
+    assert done.returncode == 0, done.stderr
+    assert "r state_dict [apply=strict;" in done.stdout and "pass" in done.stdout

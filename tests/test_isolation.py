@@ -1,0 +1,106 @@
+"""One cell's failure is one cell: crashes, hangs and a killed phase."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import read_results, run_cli
+
+pytest.importorskip("torch")
+
+OPTS = "apply=none;map_location=cpu;mmap=0;weights_only=true"
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("iso")
+    done = run_cli("save", "--out", str(root / "A"), "--formats", "state_dict,full_model", cwd=root)
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def by_key(rows):
+    return {(r["source"], r["case"], r["format"], tuple(sorted(r["load"].items()))): r for r in rows}
+
+
+def test_a_crashing_load_is_one_crash_cell(artifacts, tmp_path):
+    env = {"TORCH_ROUNDTRIP_FAULT": f"crash@simple_net/state_dict/{OPTS} exit@tied_lm/state_dict/{OPTS}"}
+    done = run_cli("load", "--artifacts", str(artifacts / "A"), "--results", str(tmp_path / "R"), env=env, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr  # crashes are regressions
+    rows = read_results(tmp_path / "R")
+    crashes = [r for r in rows if r["outcome"] == "crash"]
+    assert sorted(r["case"] for r in crashes) == ["simple_net", "tied_lm"]
+    assert all(r["load"]["weights_only"] == "true" and r["load"]["map_location"] == "cpu" for r in crashes)
+    details = {r["case"]: r["detail"] for r in crashes}
+    assert "SIGABRT" in details["simple_net"] and "exited with status 3" in details["tied_lm"]
+    # The run carried on: every other cell of those artifacts is there and passes or is expected.
+    assert len(rows) == len(by_key(rows))
+    others = [r for r in rows if r["case"] == "simple_net" and r["format"] == "state_dict" and r["outcome"] != "crash"]
+    assert len(others) == 37 and all(r["outcome"] == "pass" for r in others)
+    assert "CRASH" in done.stderr
+
+
+def test_a_hanging_load_is_one_timeout_cell(artifacts, tmp_path):
+    env = {"TORCH_ROUNDTRIP_FAULT": "hang@buffers/full_model/apply=none;map_location=none;mmap=0;weights_only=false"}
+    start = time.monotonic()
+    done = run_cli("load", "--artifacts", str(artifacts / "A"), "--results", str(tmp_path / "R"),
+                   "--case", "buffers", "--timeout", "3", env=env, cwd=tmp_path)
+    assert time.monotonic() - start < 120
+    rows = read_results(tmp_path / "R")
+    timeouts = [r for r in rows if r["outcome"] == "timeout"]
+    assert len(timeouts) == 1 and "--timeout 3s" in timeouts[0]["detail"]
+    assert timeouts[0]["format"] == "full_model"
+    assert len(rows) == 38 + 30  # every cell of the case recorded once
+    assert done.returncode == 1
+
+
+def test_killed_load_resumes_to_the_same_results(artifacts, tmp_path):
+    whole = run_cli("load", "--artifacts", str(artifacts / "A"), "--results", str(tmp_path / "whole"), cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    expected = by_key(read_results(tmp_path / "whole"))
+
+    results = tmp_path / "killed"
+    env = dict(os.environ, TORCH_ROUNDTRIP_PLAIN="1")
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "load", "--artifacts", str(artifacts / "A"),
+                             "--results", str(results)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    target = len(expected) // 3
+    while time.monotonic() < deadline:
+        files = list(results.glob("*.jsonl"))
+        if files and sum(1 for _ in open(files[0], "rb")) >= target:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its worker, mid-write
+    proc.wait()
+    partial = read_results(results)
+    assert 0 < len(partial) < len(expected), "kill the phase part-way"
+
+    again = run_cli("load", "--artifacts", str(artifacts / "A"), "--results", str(results), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    rows = read_results(results)
+    assert len(rows) == len(expected)  # every cell exactly once
+    got = by_key(rows)
+    assert set(got) == set(expected)
+    assert {k: r["outcome"] for k, r in got.items()} == {k: r["outcome"] for k, r in expected.items()}
+
+
+def test_concurrent_loads_of_one_target_refuse(artifacts, tmp_path):
+    import fcntl
+
+    results = tmp_path / "R"
+    results.mkdir()
+    label = next(p.name for p in (artifacts / "A").iterdir() if p.is_dir())
+    lock = open(results / f".{label}.lock", "w")
+    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        done = run_cli("load", "--artifacts", str(artifacts / "A"), "--results", str(results), cwd=tmp_path)
+    finally:
+        lock.close()
+    assert done.returncode == 2
+    assert "another load is writing" in done.stderr and "Traceback" not in done.stderr
