@@ -73,7 +73,7 @@ def test_killed_load_resumes_to_the_same_results(artifacts, tmp_path):
     target = len(expected) // 3
     while time.monotonic() < deadline:
         files = list(results.glob("*.jsonl"))
-        if files and sum(1 for _ in open(files[0], "rb")) >= target:
+        if files and files[0].read_bytes().count(b"\n") >= target:
             break
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the parent and its worker, mid-write
@@ -96,11 +96,8 @@ def test_concurrent_loads_of_one_target_refuse(artifacts, tmp_path):
     results = tmp_path / "R"
     results.mkdir()
     label = next(p.name for p in (artifacts / "A").iterdir() if p.is_dir())
-    lock = open(results / f".{label}.lock", "w")
-    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    try:
+    with open(results / f".{label}.lock", "w") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         done = run_cli("load", "--artifacts", str(artifacts / "A"), "--results", str(results), cwd=tmp_path)
-    finally:
-        lock.close()
     assert done.returncode == 2
     assert "another load is writing" in done.stderr and "Traceback" not in done.stderr
