@@ -111,7 +111,7 @@ def fingerprint(device: str) -> Fingerprint:
     """Read the running env."""
     import torch
 
-    from harness import __version__
+    from harness import build_id
 
     try:
         import numpy
@@ -134,7 +134,7 @@ def fingerprint(device: str) -> Fingerprint:
         platform=platform.platform(),
         machine=platform.machine(),
         device=device,
-        harness=__version__,
+        harness=build_id(),
     )
 
 

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from harness import __version__
+from harness import build_id
 from harness.cell import CaseContext, run_cell
 from harness.env import fingerprint
 from harness.expect import Expectations
@@ -53,7 +53,7 @@ def roundtrip(
         for m in manifests:
             base = CellResult(
                 source=fp.label, target=target.label, case=spec.name, format=m.format, load={},
-                outcome=Outcome.SKIP, origin=spec.origin, tags=list(spec.tags), harness=__version__,
+                outcome=Outcome.SKIP, origin=spec.origin, tags=list(spec.tags), harness=build_id(),
             )
             if m.status != "saved":
                 results.append(base.with_(detail=f"not saved in {fp.label}: {m.reason}"))

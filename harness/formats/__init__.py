@@ -7,6 +7,7 @@ error that lists the others.
 from __future__ import annotations
 
 from harness.errors import InputError
+from harness.format_names import FORMAT_NAMES
 from harness.formats.base import Format
 from harness.formats.checkpoint import Checkpoint
 from harness.formats.exported import Exported
@@ -22,6 +23,7 @@ FORMATS: dict = {
     f.name: f
     for f in (StateDict(), StateDictLegacy(), FullModel(), TorchScript(), Exported(), Safetensors(), Checkpoint())
 }
+assert tuple(FORMATS) == FORMAT_NAMES, "harness.format_names is out of step with the format modules"
 
 
 def get(name: str) -> Format:

