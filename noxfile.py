@@ -57,8 +57,8 @@ LOAD_IDS = [e.label for e in PLAN.load]
 
 
 def _install_env(session: nox.Session, torch: str, requirements: list) -> None:
-    """torch and its companions, then this harness; then prove the torch is the one asked for."""
-    session.install(*requirements)
+    """torch and its companions, the user's extras, then this harness."""
+    session.install(*requirements, *MATRIX.install)
     session.install(str(ROOT))
     session.run("python", "-c", "import torch, sys; print('torch', torch.__version__, 'python', sys.version.split()[0])")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import random
 import warnings
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from harness.dtypes import int_view_dtype, special_bits, to_dtype
-from harness.errors import SpecError, Unsupported
+from harness.errors import FactoryUnavailable, SpecError, Unsupported
 from harness.layers import KINDS, Sig, input_shape
 from harness.model import CaseModel
 from harness.spec import CONTAINERS, Spec, child_items
@@ -272,6 +273,9 @@ def make_training(model: nn.Module, spec: Spec) -> tuple[Any, Any]:
     """A fresh optimizer and LR scheduler for `model`, as the spec trains it."""
     train = spec.data.get("train") or {}
     params = [p for p in _unique_params(model) if p.requires_grad]
+    if not params:  # torch.optim refuses an empty parameter list
+        msg = f"{spec.name} has no parameter that requires grad, so there is no optimizer or scheduler state"
+        raise Unsupported(msg)
     lr = float(train.get("lr", 1e-3))
     opt_name = train.get("optimizer", "adam")
     if opt_name == "sgd":
@@ -311,9 +315,16 @@ def _loss(outputs: tuple, train: dict, batch: int) -> torch.Tensor:
 
 def _train(built: Built) -> None:
     train = built.spec.data.get("train")
-    built.optimizer, built.scheduler = make_training(built.model, built.spec)
+    try:
+        built.optimizer, built.scheduler = make_training(built.model, built.spec)
+    except Unsupported:
+        if train:
+            raise
+        return  # nothing to optimize: the checkpoint format reports the skip
     if not train:
         return
+    if built.inputs is None:
+        raise Unsupported(f"{built.spec.name}: training needs example inputs; return (module, inputs) from the factory")
     built.model.train()
     try:
         for _ in range(int(train.get("steps", 1))):
@@ -357,7 +368,7 @@ def poison(model: nn.Module) -> None:
     for mod in model.modules():
         for name in getattr(mod, "_non_persistent_buffers_set", ()):
             buf = mod._buffers.get(name)
-            if buf is not None:
+            if buf is not None and not buf.is_sparse:  # sparse tensors have no storage (and are never poisoned)
                 keep.add(buf.untyped_storage().data_ptr())
     done: set = set()
     for t in list(model.parameters()) + list(model.buffers()):
@@ -425,10 +436,57 @@ def _assemble(spec: Spec, mode: str) -> CaseModel:
     return model
 
 
+def _from_factory(spec: Spec) -> tuple:
+    """Call a user case's factory: a module, or a (module, example inputs) pair."""
+    ref = spec.factory
+    module_name, _, func_name = ref.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as e:
+        msg = f"user case {ref}: cannot import it in this env ({type(e).__name__}: {e})"
+        raise FactoryUnavailable(msg) from None
+    made = fn()
+    inputs = None
+    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], nn.Module):
+        made, inputs = made
+        inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+        if not all(isinstance(t, torch.Tensor) for t in inputs):
+            raise FactoryUnavailable(f"user case {ref}: example inputs must be a tensor or a tuple of tensors")
+    if not isinstance(made, nn.Module):
+        msg = f"user case {ref} returned a {type(made).__name__}; return an nn.Module or (module, example_inputs)"
+        raise FactoryUnavailable(msg)
+    return made, inputs
+
+
+def _build_user_case(spec: Spec, mode: str, device: str) -> Built:
+    if mode == "meta":
+        with torch.device("meta"):
+            model, inputs = _from_factory(spec)
+    elif mode == "empty":
+        with _skip_init():
+            model, inputs = _from_factory(spec)
+        poison(model)
+    else:
+        model, inputs = _from_factory(spec)
+    if device not in ("cpu", "meta"):
+        model = model.to(device)
+        inputs = tuple(t.to(device) for t in inputs) if inputs else inputs
+    model.eval()
+    return Built(spec, model, inputs)
+
+
 def build(spec: Spec, mode: str = "init", device: str = "cpu") -> Built:
     """Build `spec` in this env (see the module docstring for the modes)."""
     if mode not in ("init", "empty", "meta"):
         raise ValueError(f"mode={mode!r}")
+    if spec.factory:
+        with torch_state(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(spec.seed)
+            built = _build_user_case(spec, mode, device)
+            if mode == "init":
+                _train(built)
+        return built
     # Warnings about zero-element init or sparse invariants are about the
     # spec, which asks for exactly that; they would only drown the logs.
     with torch_state(), warnings.catch_warnings():

@@ -105,6 +105,16 @@ def _missing_class(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagn
     )
 
 
+def _user_case(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if etype != "FactoryUnavailable":
+        return None
+    return Diagnosis(
+        "user_case_not_importable",
+        "this env cannot import the user case's factory, so it cannot build the model to load into",
+        "install the package that provides it in every env of the matrix (add it to `install` in [tool.torch-roundtrip])",
+    )
+
+
 def _truncated(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
     if not any(s in msg for s in ("failed finding central directory", "PytorchStreamReader failed", "unexpected EOF", "Ran out of input")):
         return None
@@ -113,7 +123,7 @@ def _truncated(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis
 
 _RULES: tuple[Callable[[str, str, str, dict], Optional[Diagnosis]], ...] = (
     # The CUDA rule first: old torch wraps its CUDA error in a weights_only one.
-    _cuda_on_cpu, _weights_only, _key_prefix, _meta_parametrization, _mmap_legacy, _missing_class, _truncated,
+    _cuda_on_cpu, _weights_only, _key_prefix, _meta_parametrization, _mmap_legacy, _missing_class, _user_case, _truncated,
 )
 
 

@@ -9,7 +9,7 @@ and is recorded as an outcome, never raised past the runner.
 
 from __future__ import annotations
 
-__all__ = ["HarnessError", "InputError", "SpecError", "Unsupported"]
+__all__ = ["FactoryUnavailable", "HarnessError", "InputError", "SpecError", "Unsupported"]
 
 
 class HarnessError(Exception):
@@ -35,4 +35,12 @@ class Unsupported(HarnessError):
 
     Raised while building or saving; the runner records it as a `skip` whose
     detail is the message, so the message must say what is missing.
+    """
+
+
+class FactoryUnavailable(InputError):
+    """A user case's factory cannot be imported or called in this env.
+
+    At save time it is an input error (exit 2); in a load it is an error cell
+    that says which env lacks the user's code.
     """

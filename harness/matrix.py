@@ -95,6 +95,8 @@ class Matrix:
     seed: int = 0
     timeout: float = 120.0
     user_cases: tuple = ()
+    #: extra requirements every env installs (the package your user cases live in, ...)
+    install: tuple = ()
 
     @classmethod
     def from_table(cls, table: dict, where: str = "[tool.torch-roundtrip]") -> Matrix:
@@ -178,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--timeout", type=float)
     p.add_argument("--user-case", dest="user_cases", action="append")
+    p.add_argument("--install", action="append")
     return p
 
 
@@ -191,9 +194,9 @@ def parse_overrides(matrix: Matrix, args: Sequence[str], warn: Optional[Callable
     if unknown and warn is not None:
         # The same arguments reach every session (pytest's, load's --cell):
         # say what the matrix ignores rather than refuse it.
-        warn(f"matrix: ignoring {' '.join(unknown)} (matrix options: --torch, --python, --device, --formats, --generated, --seed, --timeout, --user-case)")
+        warn(f"matrix: ignoring {' '.join(unknown)} (matrix options: --torch, --python, --device, --formats, --generated, --seed, --timeout, --user-case, --install)")
     changes: dict = {}
-    for key in ("torch", "python", "formats", "user_cases"):
+    for key in ("torch", "python", "formats", "user_cases", "install"):
         value = getattr(ns, key)
         if value:
             if key == "formats":

@@ -65,8 +65,11 @@ _PATH = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 PREFIXES = ("_orig_mod.", "module.")
 _TOP = {
     "schema", "name", "seed", "model", "batch", "tensors", "ties", "plant", "layout",
-    "parametrize", "train", "state_dict_prefix", "tags", "origin", "description",
+    "parametrize", "train", "state_dict_prefix", "tags", "origin", "description", "factory",
 }
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+#: What a user case (a factory instead of a model tree) may also carry.
+_FACTORY_FIELDS = {"schema", "name", "seed", "factory", "train", "state_dict_prefix", "tags", "origin", "description"}
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,7 @@ def _chain_sig(node: dict, where: str, sig: Optional[Sig]) -> Sig:
     return kind.output(fields, (sig[0], sig[1], dtype if sig[0] == "tokens" else sig[2]))
 
 
-def _validate_node(node: Any, where: str, depth: int = 0) -> None:
+def _validate_node(node: Any, where: str, depth: int = 0, chained: bool = False) -> None:
     if not isinstance(node, dict):
         raise SpecError(where, "expected a node object")
     kind = node.get("kind")
@@ -200,8 +203,10 @@ def _validate_node(node: Any, where: str, depth: int = 0) -> None:
         if depth > 12:
             raise SpecError(where, "nesting deeper than 12 containers")
         for _, child, cw in _children(node, where):
-            _validate_node(child, cw, depth + 1)
-        if kind == "sequential":
+            _validate_node(child, cw, depth + 1, chained=kind == "sequential")
+        # A sequential inside a sequential is fed by its predecessor, not by
+        # its own first child's natural input: the outermost chain checks it.
+        if kind == "sequential" and not chained:
             _chain_sig(node, where, None)
     elif kind in KINDS:
         _validate_leaf(node, where)
@@ -331,8 +336,13 @@ class Spec:
     def __repr__(self) -> str:
         return f"Spec(name={self.name!r}, seed={self.seed}, leaves={len(list(self.leaves()))})"
 
+    @property
+    def factory(self) -> Optional[str]:
+        """``MODULE:FUNCTION`` of a user case, or None for a spec'd architecture."""
+        return self.data.get("factory")
+
     def leaves(self) -> list[Leaf]:
-        return list(walk_leaves(self.data["model"]))
+        return [] if self.factory else list(walk_leaves(self.data["model"]))
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str = "spec") -> Spec:
@@ -349,12 +359,14 @@ class Spec:
         if not isinstance(name, str) or not _NAME.match(name):
             raise SpecError("name", "required: letters, digits, '_', '.', '-' (at most 120)")
         _check_type("seed", data.setdefault("seed", 0), int)
+        if "factory" in data:
+            return cls._user_case(data)
         _check_type("batch", data.setdefault("batch", 2), int)
         if not 1 <= data["batch"] <= 64:
             raise SpecError("batch", "must be between 1 and 64")
         model = data.get("model")
         if model is None:
-            raise SpecError("model", "required: the root container node")
+            raise SpecError("model", "required: the root container node (or a factory, for a user case)")
         if not isinstance(model, dict) or model.get("kind") not in CONTAINERS:
             kind = model.get("kind") if isinstance(model, dict) else type(model).__name__
             raise SpecError("model.kind", f"the root must be a container ({', '.join(CONTAINERS)}), not {kind!r}")
@@ -367,6 +379,20 @@ class Spec:
             raise SpecError("origin", "must be 'curated', 'generated' or 'user'")
         tags = data.get("tags", [])
         _check_type("tags", tags, list)
+        return cls(data)
+
+    @classmethod
+    def _user_case(cls, data: dict) -> Spec:
+        ref = data["factory"]
+        if not isinstance(ref, str) or not _FACTORY.match(ref):
+            raise SpecError("factory", f"{ref!r} is not MODULE:FUNCTION, e.g. 'mypkg.models:make_model'")
+        extra = set(data) - _FACTORY_FIELDS
+        if extra:
+            raise SpecError(sorted(extra)[0], "a user case builds its model with its factory: it takes no architecture fields")
+        prefix = data.get("state_dict_prefix")
+        if prefix is not None and prefix not in PREFIXES:
+            raise SpecError("state_dict_prefix", f"must be null or one of {', '.join(map(repr, PREFIXES))}")
+        data.setdefault("origin", "user")
         return cls(data)
 
     def to_dict(self) -> dict:

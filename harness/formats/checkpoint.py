@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 from typing import Any, Optional
 
+from harness.errors import Unsupported
 from harness.formats.base import (
     Format,
     LoadContext,
@@ -56,6 +57,9 @@ class Checkpoint(Format):
 
         from harness.builder import torch_state
 
+        if built.optimizer is None:
+            msg = "the model has no parameter that requires grad, so there is no optimizer state to checkpoint"
+            raise Unsupported(msg)
         with torch_state():
             # A fixed RNG state makes the artifact the same on every save.
             torch.manual_seed(built.spec.seed + 17)

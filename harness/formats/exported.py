@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from harness.errors import Unsupported
 from harness.formats.base import Format, LoadContext, Loaded, Saved
 from harness.manifest import Snapshot
 from harness.options import LoadOptions
@@ -41,6 +42,8 @@ class Exported(Format):
     def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
         import torch
 
+        if built.inputs is None:
+            raise Unsupported("torch.export needs example inputs; the user case's factory gives none")
         ep = torch.export.export(built.model, tuple(built.inputs))
         torch.export.save(ep, str(directory / self.filename))
         return Saved(files=[self.filename], views={"program": program_snapshot(ep)}, forward_module=ep.module())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from harness.errors import Unsupported
 from harness.formats.base import Format, LoadContext, Loaded, Saved
 from harness.manifest import module_snapshot
 from harness.options import LoadOptions, map_location_value
@@ -37,6 +38,9 @@ class TorchScript(Format):
         except Exception as e:  # scripting is best effort; tracing is the documented fallback
             saved_with["method"] = "trace"
             saved_with["script_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            if built.inputs is None:
+                msg = f"torch.jit.script failed ({saved_with['script_error']}) and there are no example inputs to trace with"
+                raise Unsupported(msg) from None
             scripted = torch.jit.trace(built.model, built.inputs, check_trace=False)
         torch.jit.save(scripted, str(directory / self.filename))
         return Saved(files=[self.filename], views={"module": module_snapshot(scripted)}, saved_with=saved_with, forward_module=scripted)
