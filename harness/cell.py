@@ -103,14 +103,21 @@ class _LogCapture(logging.Handler):
         self.texts.append(f"log {record.name}: {text}"[:600])
 
 
+_LOGGERS: dict = {"seen": -1, "loggers": []}
+
+
 def _torch_loggers() -> list:
     # torch's own logging setup stops some loggers (torch.export) from
-    # propagating, so a handler on "torch" alone would not see them.
-    loggers = [logging.getLogger("torch")]
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        if name.startswith("torch.") and isinstance(logger, logging.Logger) and not logger.propagate:
-            loggers.append(logger)
-    return loggers
+    # propagating, so a handler on "torch" alone would not see them. The
+    # scan is redone only when new loggers appear (it runs once per cell).
+    registry = logging.root.manager.loggerDict
+    if len(registry) != _LOGGERS["seen"]:
+        loggers = [logging.getLogger("torch")]
+        for name, logger in list(registry.items()):
+            if name.startswith("torch.") and isinstance(logger, logging.Logger) and not logger.propagate:
+                loggers.append(logger)
+        _LOGGERS.update(seen=len(registry), loggers=loggers)
+    return _LOGGERS["loggers"]
 
 
 @contextlib.contextmanager
