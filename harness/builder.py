@@ -28,7 +28,7 @@ import random
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -58,16 +58,23 @@ class Built:
 
 
 @contextlib.contextmanager
-def torch_state(threads: int = 1) -> Iterator[None]:
-    """Single-threaded kernels and a restored RNG: bit-reproducible forwards."""
+def torch_state(threads: Optional[int] = 1) -> Iterator[None]:
+    """A fixed thread count and a restored RNG afterwards: reproducible builds.
+
+    `threads=None` keeps the process's thread count (the forward check uses
+    it: the fingerprint's compute key records it, so only envs with the same
+    count expect bit-identical outputs).
+    """
     old_threads = torch.get_num_threads()
     rng = torch.get_rng_state()
     py_rng = random.getstate()
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(old_threads)
+        if threads is not None:
+            torch.set_num_threads(old_threads)
         torch.set_rng_state(rng)
         random.setstate(py_rng)
 

@@ -52,6 +52,7 @@ class Fingerprint:
     machine: str
     device: str
     harness: str
+    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,7 +65,7 @@ class Fingerprint:
     def compute_key(self) -> str:
         """Envs with equal keys run the same kernels: forward outputs must agree bit for bit."""
         dev = "cuda" if self.device == "cuda" else "cpu"
-        return f"{self.torch}|{self.torch_git}|{self.machine}|{dev}"
+        return f"{self.torch}|{self.torch_git}|{self.machine}|{dev}|threads={self.threads}"
 
 
 def _torch_release(version: str) -> str:
@@ -135,6 +136,7 @@ def fingerprint(device: str) -> Fingerprint:
         machine=platform.machine(),
         device=device,
         harness=build_id(),
+        threads=torch.get_num_threads(),
     )
 
 

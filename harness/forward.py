@@ -45,7 +45,7 @@ def run_forward(module: Any, inputs: tuple) -> list:
 
     from harness.builder import torch_state
 
-    with torch_state(), torch.no_grad():
+    with torch_state(threads=None), torch.no_grad():
         return [o.detach() for o in _outputs(module(*inputs))]
 
 

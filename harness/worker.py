@@ -88,9 +88,26 @@ class _Cache:
         return self._lru(self.contexts, (source, case), lambda: CaseContext(spec, self.device))
 
 
+def _warm_up() -> None:
+    """Pay one-time import costs before saying hello, not inside the first cells.
+
+    Creating an optimizer imports torch._dynamo (seconds, once per process),
+    and torch.export's loader imports its serializer on first use; a cell's
+    time should measure its load, not whichever cell happened to come first.
+    """
+    import contextlib
+
+    import torch
+
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    with contextlib.suppress(Exception):
+        import torch.export  # noqa: F401
+        from torch._export import serde  # noqa: F401
+
+
 def serve(device: str) -> int:
     proto = _protocol_stream()
-    import torch  # noqa: F401  - import before saying hello: startup cost is not a cell's
+    _warm_up()
 
     from harness.cell import run_cell
     from harness.env import fingerprint

@@ -11,6 +11,7 @@ cell before starting a new worker for the remaining cells.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,8 @@ class LoadSummary:
     reused: int = 0
     total: int = 0
     results_path: Optional[Path] = None
+    startup_seconds: float = 0.0  # until the worker had imported torch and said hello
+    seconds: float = 0.0  # running cells, after startup
 
     @property
     def exit_status(self) -> int:
@@ -164,7 +167,9 @@ def load_phase(
     expectations = expectations or Expectations.load()
     filters = filters or Filters()
     worker = Worker(device, env=worker_env)
+    started = time.perf_counter()
     hello = worker.start()
+    ready = time.perf_counter()
     try:
         fp = hello["hello"]
         if expect_torch and fp["torch"].split("+")[0] != expect_torch.split("+")[0]:
@@ -172,7 +177,7 @@ def load_phase(
             raise InputError(msg)
         target = fp["label"]
         plan = _plan(Path(artifacts), target, bool(hello.get("cuda")), filters)
-        summary = LoadSummary(target)
+        summary = LoadSummary(target, startup_seconds=ready - started)
         with ResultsWriter(Path(results), target) as writer:
             summary.results_path = writer.path
             recorded = writer.recorded()
@@ -201,6 +206,7 @@ def load_phase(
             for art, pending in todo:
                 _run_artifact(worker, art, pending, record, timeout)
             writer.sync()
+            summary.seconds = time.perf_counter() - ready
             if bar:
                 bar.close()
         _compact(writer.path)

@@ -1,0 +1,374 @@
+"""`python -m harness bench`: what the harness costs, as ratios taken in one run.
+
+Absolute times on shared machines are noise; ratios of two things measured
+side by side, alternating, are not. Every figure below is computed here and
+written to bench.json with its target, the raw timings and the machine.
+
+=========================  ============================================================  ========
+key                        what it compares                                              target
+=========================  ============================================================  ========
+verify_overhead_ratio      a harness cell on a >= 1 GiB state_dict (load + full exact    <= 1.25
+                           verification) / bare torch.load + load_state_dict
+digest_gib_per_s           digest throughput on in-memory tensor bytes                   >= 5
+cells_per_second           load-phase cells per second, small curated + generated cases  >= 400
+process_per_cell_ratio     one process pair (save script, load script) per cell /        >= 100
+                           the harness's save + load phases, per cell
+scaling_exponent           slope of log(time) over log(cells), three corpus sizes        <= 1.15
+env_ready_cached_s         seconds until a cached torch env is ready (uv, warm cache)    report
+peak_rss_ratio             peak RSS of verifying the big file / its size, without and    report
+                           with mmap
+generate_500_specs_s       seconds to draw 500 specs with Hypothesis                     report
+=========================  ============================================================  ========
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+__all__ = ["TARGETS", "register", "run_bench"]
+
+TARGETS = {
+    "verify_overhead_ratio": ("<=", 1.25),
+    "digest_gib_per_s": (">=", 5.0),
+    "cells_per_second": (">=", 400.0),
+    "process_per_cell_ratio": (">=", 100.0),
+    "scaling_exponent": ("<=", 1.15),
+    "env_ready_cached_s": ("report", None),
+    "peak_rss_ratio": ("report", None),
+    "generate_500_specs_s": ("report", None),
+}
+LAYER = 4096  # a 4096 x 4096 float32 Linear weight is 64 MiB
+
+
+def _log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _median_time(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_digest(gib: float, repeat: int) -> dict:
+    import torch
+
+    from harness.digest import digest_tensor
+
+    n = int(gib * 2**30) // 8
+    t = torch.arange(n, dtype=torch.int64)  # touched memory, not zero pages
+    seconds = _median_time(lambda: digest_tensor(t), repeat)
+    return {"digest_gib_per_s": (n * 8 / 2**30) / seconds, "raw": {"digest_bytes": n * 8, "digest_seconds": seconds}}
+
+
+def _big_spec(gib: float) -> Any:
+    from harness.spec import Spec
+
+    layers = max(1, math.ceil(gib * 2**30 / (LAYER * LAYER * 4)))
+    children = [{"kind": "linear", "in_features": LAYER, "out_features": LAYER, "name": f"fc{i}"} for i in range(layers)]
+    return Spec.from_dict({"name": "bench_big", "seed": 0, "model": {"kind": "sequential", "children": children}})
+
+
+def bench_verify(work: Path, gib: float, repeat: int) -> dict:
+    """One harness cell against the bare load it wraps, alternating to share the noise."""
+    import torch
+
+    from harness import build_id
+    from harness.builder import build
+    from harness.cell import CaseContext, run_cell
+    from harness.env import fingerprint
+    from harness.formats import FORMATS
+    from harness.manifest import Manifest
+    from harness.options import LoadOptions
+    from harness.results import CellResult, Outcome
+    from harness.runner.save import save_case
+
+    spec = _big_spec(gib)
+    fp = fingerprint("cpu")
+    case_dir = work / "big" / spec.name
+    _log(f"saving a {gib:g} GiB state_dict")
+    (m,) = save_case(spec, case_dir, fp, [FORMATS["state_dict"]], "cpu")
+    manifest = Manifest.from_dict(m.to_dict())
+    path = case_dir / "state_dict" / "model.pt"
+    size = path.stat().st_size
+    options = LoadOptions(map_location="cpu", weights_only="default", mmap=False, apply="strict")
+    base = CellResult(source=fp.label, target=fp.label, case=spec.name, format="state_dict", load=options.to_dict(),
+                      outcome=Outcome.SKIP, harness=build_id())
+    ctx = CaseContext(spec.to_dict(), "cpu")
+    bare_model = build(spec, "empty").model
+
+    def bare() -> None:
+        state = torch.load(str(path), map_location="cpu")
+        bare_model.load_state_dict(state)
+
+    def harness_cell() -> None:
+        r = run_cell(base, manifest, FORMATS["state_dict"], options, case_dir / "state_dict", case_dir / "reference.bin", ctx, fp.compute_key)
+        if r.outcome != Outcome.PASS:
+            raise RuntimeError(f"bench cell did not pass: {r.outcome.value} {r.detail}")
+
+    bare()
+    harness_cell()  # builds the template once, as a worker does for a case
+    bare_times, cell_times = [], []
+    for _ in range(repeat):
+        for fn, times in ((bare, bare_times), (harness_cell, cell_times)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    ratio = statistics.median(cell_times) / statistics.median(bare_times)
+    return {
+        "verify_overhead_ratio": ratio,
+        "raw": {"big_file_bytes": size, "bare_load_seconds": bare_times, "harness_cell_seconds": cell_times},
+        "artifact": str(case_dir / "state_dict"),
+    }
+
+
+def _rss_child(artifact: str, mmap: bool) -> None:
+    """In a fresh process: one raw verification cell; print peak RSS growth in bytes."""
+    from harness import build_id
+    from harness.cell import CaseContext, run_cell
+    from harness.env import fingerprint
+    from harness.formats import FORMATS
+    from harness.manifest import Manifest
+    from harness.options import LoadOptions
+    from harness.results import CellResult, Outcome
+    from harness.store import read_json
+
+    directory = Path(artifact)
+    manifest = Manifest.from_dict(read_json(directory / "manifest.json"))
+    fp = fingerprint("cpu")
+    options = LoadOptions(map_location="cpu", weights_only="default", mmap=mmap, apply="none")
+    base = CellResult(source=fp.label, target=fp.label, case=manifest.case, format="state_dict", load=options.to_dict(),
+                      outcome=Outcome.SKIP, harness=build_id())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    r = run_cell(base, manifest, FORMATS["state_dict"], options, directory, directory.parent / "reference.bin",
+                 CaseContext(manifest.spec, "cpu"), fp.compute_key)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"outcome": r.outcome.value, "rss_growth": after - before}))
+
+
+def bench_rss(artifact: str) -> dict:
+    size = (Path(artifact) / "model.pt").stat().st_size
+    out = {}
+    for mmap in (False, True):
+        done = subprocess.run([sys.executable, "-m", "harness.bench", "--rss-child", artifact] + (["--mmap"] if mmap else []),
+                              capture_output=True, text=True, check=True)
+        data = json.loads(done.stdout.strip().splitlines()[-1])
+        out["mmap" if mmap else "no_mmap"] = data["rss_growth"] / size
+    return {"peak_rss_ratio": out}
+
+
+def _save_and_load(specs: list, work: Path) -> dict:
+    from harness.formats import FORMATS
+    from harness.runner import load_phase, save_phase
+
+    start = time.perf_counter()
+    save_phase(work / "A", specs, "cpu", list(FORMATS.values()), progress=False)
+    save_seconds = time.perf_counter() - start
+    summary = load_phase(work / "A", work / "R", progress=False)
+    return {"cells": summary.total, "save_seconds": save_seconds, "load_seconds": summary.seconds,
+            "startup_seconds": summary.startup_seconds}
+
+
+def _generated(n: int, seed: int) -> list:
+    from harness.strategies import generate_specs
+
+    return generate_specs(n, seed)
+
+
+def bench_cells(work: Path, generated: int) -> dict:
+    from harness.cases import curated
+
+    specs = curated() + (_generated(generated, 1) if generated else [])
+    _log(f"load phase over {len(specs)} cases")
+    run = _save_and_load(specs, work / "cells")
+    return {"cells_per_second": run["cells"] / run["load_seconds"], "raw": {"cells_run": run}}
+
+
+def bench_process_per_cell(work: Path, run: dict, samples: int) -> dict:
+    """The naive way: a save script and a load script, one process each, per cell."""
+    save_script = work / "naive_save.py"
+    load_script = work / "naive_load.py"
+    save_script.write_text(
+        "import sys, json, torch\n"
+        "from harness.spec import Spec\nfrom harness.builder import build\n"
+        "spec = Spec.from_dict(json.load(open(sys.argv[1])))\n"
+        "torch.save(build(spec).model.state_dict(), sys.argv[2])\n"
+    )
+    load_script.write_text(
+        "import sys, json, torch\n"
+        "from harness.spec import Spec\nfrom harness.builder import build\n"
+        "spec = Spec.from_dict(json.load(open(sys.argv[1])))\n"
+        "model = build(spec, 'empty').model\n"
+        "model.load_state_dict(torch.load(sys.argv[2], map_location='cpu'))\n"
+        "expected = build(spec).model.state_dict()\n"
+        "assert all(torch.equal(model.state_dict()[k].view(torch.uint8) if v.dtype.is_floating_point else model.state_dict()[k], "
+        "v.view(torch.uint8) if v.dtype.is_floating_point else v) for k, v in expected.items() if v.is_contiguous() and v.layout == torch.strided)\n"
+    )
+    from harness.cases import curated
+
+    spec = next(s for s in curated() if s.name == "simple_net")
+    spec_file = work / "spec.json"
+    spec_file.write_text(spec.to_json())
+    times = []
+    for i in range(samples):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(save_script), str(spec_file), str(work / f"n{i}.pt")], check=True, capture_output=True)
+        subprocess.run([sys.executable, str(load_script), str(spec_file), str(work / f"n{i}.pt")], check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    naive = statistics.median(times)
+    harness_per_cell = (run["save_seconds"] + run["startup_seconds"] + run["load_seconds"]) / run["cells"]
+    return {"process_per_cell_ratio": naive / harness_per_cell,
+            "raw": {"naive_cell_seconds": times, "harness_cell_seconds_all_in": harness_per_cell}}
+
+
+def bench_scaling(work: Path, sizes: tuple) -> dict:
+    points = []
+    for n in sizes:
+        _log(f"scaling: {n} generated cases")
+        run = _save_and_load(_generated(n, 100 + n), work / f"scale{n}")
+        points.append((run["cells"], run["load_seconds"]))
+    xs = [math.log(c) for c, _ in points]
+    ys = [math.log(t) for _, t in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return {"scaling_exponent": slope, "raw": {"scaling_points": points}}
+
+
+def bench_env_ready(work: Path) -> dict:
+    """A venv with this torch from uv's warm cache, until `import torch` works."""
+    import torch
+
+    uv = shutil.which("uv")
+    if uv is None:
+        return {"env_ready_cached_s": None, "raw": {"env_ready_note": "uv is not on PATH"}}
+    from harness.matrix import requirements
+
+    venv = work / "venv"
+    version = torch.__version__.split("+")[0]
+    start = time.perf_counter()
+    subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
+    env = dict(os.environ, VIRTUAL_ENV=str(venv))
+    subprocess.run([uv, "pip", "install", "-q", *requirements(version), "xxhash"], check=True, env=env)
+    subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], check=True)
+    return {"env_ready_cached_s": time.perf_counter() - start}
+
+
+def bench_generate(n: int) -> dict:
+    start = time.perf_counter()
+    _generated(n, 0)
+    return {"generate_500_specs_s": (time.perf_counter() - start) * 500 / n, "raw": {"generated_specs": n}}
+
+
+def _met(key: str, value: Any) -> Optional[bool]:
+    op, target = TARGETS[key]
+    if op == "report" or value is None:
+        return None
+    return value <= target if op == "<=" else value >= target
+
+
+def run_bench(out: Path, *, gib: float = 1.0, quick: bool = False, workdir: Optional[Path] = None) -> dict:
+    """Measure everything and write `out` (bench.json)."""
+    import torch
+
+    own = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="bench-")) if own else Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    figures: dict = {}
+    raw: dict = {}
+
+    def take(part: dict) -> None:
+        raw.update(part.pop("raw", {}))
+        part.pop("artifact", None)
+        figures.update(part)
+
+    try:
+        have_hypothesis = True
+        try:
+            import harness.strategies  # noqa: F401
+        except ImportError:
+            have_hypothesis = False
+        take(bench_digest(min(gib, 1.0), 3 if quick else 5))
+        verify = bench_verify(work, gib, 2 if quick else 5)
+        artifact = verify["artifact"]
+        take(verify)
+        take(bench_rss(artifact))
+        shutil.rmtree(work / "big", ignore_errors=True)
+        cells = bench_cells(work, (4 if quick else 20) if have_hypothesis else 0)
+        run = cells["raw"]["cells_run"]
+        take(cells)
+        take(bench_process_per_cell(work, run, 2 if quick else 5))
+        if have_hypothesis:
+            take(bench_scaling(work, (2, 4, 8) if quick else (10, 20, 40)))
+            take(bench_generate(20 if quick else 500))
+        else:
+            figures["scaling_exponent"] = figures["generate_500_specs_s"] = None
+            raw["hypothesis_note"] = "Hypothesis is not installed: scaling and generation were not measured"
+        take(bench_env_ready(work))
+    finally:
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "schema": 1,
+        "quick": quick,
+        "figures": figures,
+        "targets": {k: (f"{op} {t:g}" if t is not None else "report") for k, (op, t) in TARGETS.items()},
+        "met": {k: _met(k, figures.get(k) if not isinstance(figures.get(k), dict) else None) for k in TARGETS},
+        "raw": raw,
+        "machine": {
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+        },
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    from harness.store import write_json
+
+    write_json(out, result)
+    return result
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from harness.errors import InputError
+
+    if args.gib <= 0:
+        raise InputError(f"--gib={args.gib!r} must be > 0")
+    result = run_bench(Path(args.out), gib=args.gib, quick=args.quick, workdir=Path(args.work) if args.work else None)
+    for key in TARGETS:
+        value = result["figures"].get(key)
+        met = result["met"][key]
+        shown = json.dumps(value) if not isinstance(value, float) else f"{value:.3g}"
+        flag = "" if met is None else (" ok" if met else " MISSED")
+        print(f"{key:24} {shown:>28}  target {result['targets'][key]}{flag}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="measure the harness's cost as ratios (writes bench.json)")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--gib", type=float, default=1.0, help="size of the big state_dict (default 1)")
+    p.add_argument("--quick", action="store_true", help="small sizes and few repeats: checks that it runs")
+    p.add_argument("--work", metavar="DIR", help="scratch directory (default: a temporary one)")
+    p.set_defaults(func=_cmd)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rss-child", required=True)
+    parser.add_argument("--mmap", action="store_true")
+    ns = parser.parse_args()
+    _rss_child(ns.rss_child, ns.mmap)
