@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from harness.errors import InputError  # noqa: E402
-from harness.matrix import Matrix, parse_overrides, posargs  # noqa: E402
+from harness.matrix import Matrix, parse_overrides, posargs, requirements  # noqa: E402
+from harness.versions import release  # noqa: E402
 
 nox.needs_version = ">=2024.4.15"
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -147,6 +148,17 @@ def roundtrip(session: nox.Session) -> None:
     for label, why in PLAN.skipped:
         session.log(f"skipped env {label}: {why}")
     session.log(f"report: {REPORTS / 'index.html'}  summary: {REPORTS / 'summary.md'}")
+
+
+@nox.session(python=HOST_PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Measure the harness's cost as ratios in one run: reports/bench.json (options: --quick, --gib=N)."""
+    torch = max(MATRIX.torch, key=release)
+    session.install(*requirements(torch), f"{ROOT}[hypothesis]", "uv")
+    session.install(str(ROOT))
+    _phase_dir(session)
+    args = [a for a in session.posargs if a in ("--quick",) or a.startswith("--gib")]
+    session.run("python", "-m", "harness", "bench", "--out", str(REPORTS / "bench.json"), *args)
 
 
 @nox.session(python=HOST_PYTHON)

@@ -115,7 +115,8 @@ def _add_common_env(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extras: tuple = ()) -> argparse.ArgumentParser:
+    """The parser of every command; `extras` register commands that live elsewhere."""
     parser = _Parser(prog=PROG, description="Save models here, load them there, compare bit for bit.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -154,24 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", metavar="A,B")
     p.set_defaults(func=cmd_replay)
 
-    for extra in _EXTRA_COMMANDS:
+    for extra in extras:
         extra(sub)
     return parser
 
 
-#: Commands registered by other modules (report, merge, check, bench).
-_EXTRA_COMMANDS: list = []
-
-
-def _register_extras() -> None:
+def main(argv: Optional[list] = None) -> int:
     from harness import cli_extras
 
-    _EXTRA_COMMANDS.extend(cli_extras.COMMANDS)
-
-
-def main(argv: Optional[list] = None) -> int:
-    _register_extras()
-    parser = build_parser()
+    parser = build_parser(cli_extras.COMMANDS)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

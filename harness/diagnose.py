@@ -12,6 +12,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
+from harness.pickle_scan import runs_code
+
 __all__ = ["Diagnosis", "diagnose"]
 
 
@@ -47,6 +49,70 @@ def _weights_only(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagno
         allow = f"torch.serialization.add_safe_globals([{', '.join(names)}])" if names else "torch.serialization.add_safe_globals([...])"
         fix = f"if you trust the file, allowlist what it needs with {allow}, or torch.load(f, weights_only=False)"
     return Diagnosis("weights_only_refused", summary, fix)
+
+
+# Opcodes of pickle protocol 4 and 5 (SHORT_BINUNICODE .. READONLY_BUFFER):
+# torch's weights_only unpickler and its static scanner know only protocol 2.
+_PROTOCOL_4_OPCODES = frozenset(range(0x8C, 0x99))
+_OPERAND = re.compile(r"Unsupported operand (\d+)")
+
+
+def _pickle_protocol(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    m = _OPERAND.search(msg)
+    if not m or int(m.group(1)) not in _PROTOCOL_4_OPCODES:
+        return None
+    return Diagnosis(
+        "pickle_protocol_unsupported",
+        f"the file was saved with pickle protocol 4 or 5 (torch.save(..., pickle_protocol=4)); "
+        f"the weights_only unpickler reads only protocol 2 (opcode {int(m.group(1)):#x})",
+        "re-save it with torch.save's default pickle_protocol; if you trust the file, torch.load(f, weights_only=False)",
+    )
+
+
+def _storage_size(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if "does not match expected size" not in msg and "storage has wrong byte size" not in msg:
+        return None
+    return Diagnosis(
+        "storage_size_mismatch",
+        "a storage in the file declares a size that its bytes do not have: the file is damaged or crafted",
+        "do not use this copy: re-copy or re-save it from the source and compare checksums",
+    )
+
+
+def _export_schema(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if "does not match our current schema version" not in msg:
+        return None
+    return Diagnosis(
+        "export_schema_version",
+        "the torch.export archive uses a serialization schema whose major version this torch does not read",
+        "torch.export archives do not travel between torch versions with different schema majors: "
+        "export and save the program again with this torch, from the model code and a state_dict",
+    )
+
+
+def _safetensors_corrupt(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if etype != "SafetensorError" and "Error while deserializing header" not in msg:
+        return None
+    return Diagnosis(
+        "safetensors_corrupt",
+        "the safetensors header or data section is damaged, truncated or inconsistent",
+        "re-copy or re-save the file (safetensors.torch.save_file); compare its size and checksum with the original",
+    )
+
+
+def _code_global(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if "Weights only load failed" not in msg and not (etype == "UnpicklingError" and "weights_only" in msg):
+        return None
+    names = sorted({n for n in _GLOBAL.findall(msg) if runs_code(n)})
+    if not names:
+        return None
+    return Diagnosis(
+        "pickle_runs_code",
+        f"the file's pickle calls {', '.join(names)}, which runs code or commands when unpickled: "
+        "the file is built to execute something on load",
+        f"do not load it with weights_only=False and do not allowlist {', '.join(names)}; "
+        "ask its author for a state_dict or a safetensors file",
+    )
 
 
 def _cuda_on_cpu(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
@@ -105,6 +171,32 @@ def _missing_class(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagn
     )
 
 
+def _export_archive_too_new(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if fmt != "exported" or "There is no item named 'version' in the archive" not in msg:
+        return None
+    return Diagnosis(
+        "export_archive_from_newer_torch",
+        "this torch.export.load does not understand the archive layout of the torch that wrote the file "
+        "(torch.export archives are not forward compatible)",
+        "load the program with the torch release that saved it or a newer one, or export the model again under this torch",
+    )
+
+
+_SCHEMA = re.compile(r"Serialized version \[?'?(\d+)'?, '?(\d+)'?\]? does not match our current schema version \((\d+), (\d+)\)")
+
+
+def _export_schema(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    m = _SCHEMA.search(msg)
+    if fmt != "exported" or not m:
+        return None
+    saved, here = f"{m.group(1)}.{m.group(2)}", f"{m.group(3)}.{m.group(4)}"
+    return Diagnosis(
+        "export_schema_mismatch",
+        f"the program was serialized with torch.export schema {saved}; this torch reads schema {here} and refuses other major versions",
+        "load it with a torch of the same export schema major version, or export the model again under this torch",
+    )
+
+
 def _user_case(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
     if etype != "FactoryUnavailable":
         return None
@@ -123,7 +215,10 @@ def _truncated(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis
 
 _RULES: tuple[Callable[[str, str, str, dict], Optional[Diagnosis]], ...] = (
     # The CUDA rule first: old torch wraps its CUDA error in a weights_only one.
-    _cuda_on_cpu, _weights_only, _key_prefix, _meta_parametrization, _mmap_legacy, _missing_class, _user_case, _truncated,
+    # The code and protocol rules before the weights_only one: they are
+    # weights_only failures too, but add_safe_globals is not their fix.
+    _cuda_on_cpu, _code_global, _pickle_protocol, _storage_size, _weights_only, _export_schema, _safetensors_corrupt,
+    _key_prefix, _meta_parametrization, _mmap_legacy, _missing_class, _export_archive_too_new, _export_schema, _user_case, _truncated,
 )
 
 

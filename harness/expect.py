@@ -9,6 +9,7 @@ every key given matches (lists mean "any of"):
 ``case``           case name(s); ``tags``: any of these spec tags
 ``source_torch``   version specifier for the saving torch, e.g. ``"<2.6"``
 ``target_torch``   version specifier for the loading torch
+``direction``      ``newer_to_older``, ``older_to_newer`` or ``same`` (saving vs loading torch)
 ``source_device``  ``cpu`` / ``cuda`` / ``cuda-emulated``; ``target_device`` likewise
 ``load``           table of load options, each a value or a list of values
 ``outcome``        outcome(s) this expectation covers (default: error)
@@ -30,14 +31,20 @@ from typing import Any, Optional
 from harness.env import parse_label
 from harness.errors import InputError
 from harness.results import CellResult
-from harness.versions import matches
+from harness.versions import matches, release
 
 __all__ = ["Expectation", "Expectations"]
 
 _KEYS = {
     "id", "reason", "link", "format", "case", "tags", "source_torch", "target_torch",
-    "source_device", "target_device", "load", "outcome", "diagnosis",
+    "source_device", "target_device", "load", "outcome", "diagnosis", "direction",
 }
+_DIRECTIONS = ("newer_to_older", "older_to_newer", "same")
+
+
+def _direction(source: str, target: str) -> str:
+    s, t = release(source), release(target)
+    return "same" if s == t else ("newer_to_older" if s > t else "older_to_newer")
 
 
 def _as_list(value: Any) -> Optional[list]:
@@ -78,6 +85,8 @@ class Expectation:
         if "source_torch" in rules and not matches(src["torch"], rules["source_torch"]):
             return False
         if "target_torch" in rules and not matches(tgt["torch"], rules["target_torch"]):
+            return False
+        if "direction" in rules and _direction(src["torch"], tgt["torch"]) not in _as_list(rules["direction"]):
             return False
         if "source_device" in rules and src["device"] not in _as_list(rules["source_device"]):
             return False
@@ -131,6 +140,10 @@ class Expectations:
                     msg = f"{path}: expectation #{i + 1} needs {need!r}"
                     raise InputError(msg)
             rules = {k: v for k, v in raw.items() if k not in ("id", "reason", "link")}
+            bad = [d for d in _as_list(rules.get("direction")) or [] if d not in _DIRECTIONS]
+            if bad:
+                msg = f"{path}: expectation {raw['id']!r}: direction {bad[0]!r} is not one of {', '.join(_DIRECTIONS)}"
+                raise InputError(msg)
             for key in ("source_torch", "target_torch"):
                 if key in rules:
                     try:

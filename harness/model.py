@@ -36,9 +36,17 @@ class CaseModel(nn.Module):
         super().__init__()
         self.plan = plan
 
+    def _submodule(self, path: str) -> nn.Module:
+        # Attribute by attribute rather than get_submodule(): torch.export's
+        # tracer (dynamo) in torch < 2.8 cannot follow get_submodule calls.
+        module: nn.Module = self
+        for name in path.split("."):
+            module = getattr(module, name)
+        return module
+
     def _apply_chain(self, node: tuple, x: torch.Tensor) -> torch.Tensor:
         if node[0] == "leaf":
-            return _call(self.get_submodule(node[1]), node[2], x)
+            return _call(self._submodule(node[1]), node[2], x)
         for child in node[1]:
             x = self._apply_chain(child, x)
         return x

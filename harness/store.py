@@ -150,6 +150,12 @@ def read_results(path: Path) -> Iterator[dict]:
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.endswith("\n"):
+                # Our writer ends every line; without its newline the last
+                # line is torn unless it still parses (a hand-edited file).
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    pass
                 return
             line = line.strip()
             if not line:

@@ -68,3 +68,18 @@ def test_every_shipped_expectation_has_reason_and_link(shipped):
     assert len(shipped.items) >= 6
     for e in shipped.items:
         assert e.reason and e.link.startswith("https://"), e.id
+
+
+def test_direction_rule(shipped):
+    newer_to_older = cell(source="torch-2.15.0-py3.11-cpu", target="torch-2.8.0-py3.11-cpu", format="exported", load={},
+                          diagnosis={"code": "export_archive_from_newer_torch"})
+    assert shipped.apply(newer_to_older).expectation == "export-archive-not-forward-compatible"
+    older_to_newer = newer_to_older.with_(source="torch-2.8.0-py3.11-cpu", target="torch-2.15.0-py3.11-cpu")
+    assert not shipped.apply(older_to_newer).expected
+
+
+def test_bad_direction_is_named(tmp_path):
+    p = tmp_path / "e.toml"
+    p.write_text('[[expectation]]\nid = "x"\nreason = "r"\ndirection = "sideways"\n')
+    with pytest.raises(InputError, match="direction 'sideways'"):
+        Expectations.load(p)

@@ -7,7 +7,8 @@ optional baseline report and bench file), never artifacts or the runner.
 - `merge` combines folders (the later line of a cell wins, conflicts listed);
 - `model` turns merged lines into cells, re-applying the expectations;
 - `aggregate` counts them (matrix, format view, baseline diff);
-- `jsonout`, `junit`, `markdown`, `html` write the four outputs;
+- `jsonout`, `junit`, `markdown`, `html` (with ``templates/``) write the four outputs;
+- `repro` words the commands that re-run one cell; `bench` reads bench figures;
 - `build` runs the whole pipeline and `cli` wires ``report`` and ``merge``.
 """
 

@@ -21,7 +21,7 @@ from harness.report.resultsdir import SIDECAR_SCHEMA, ResultsDir, read_results_d
 from harness.results import cell_key
 from harness.store import write_text
 
-__all__ = ["Conflict", "Merged", "merge_dirs", "options_id", "write_merged"]
+__all__ = ["Conflict", "Merged", "line_key", "merge_dirs", "options_id", "require_lines", "write_merged"]
 
 _OPTIONS_IDS: dict = {}
 
@@ -71,9 +71,8 @@ class Merged:
 
     inputs: list = field(default_factory=list)
     lines: dict = field(default_factory=dict)  # target -> {key: (dict, "file:line")}
-    targets: dict = field(default_factory=dict)  # target -> fingerprint, where a sidecar gave one
-    sources: dict = field(default_factory=dict)  # target -> {source label: fingerprint}
-    envs: dict = field(default_factory=dict)  # label -> fingerprint, every env seen
+    targets: dict = field(default_factory=dict)  # target -> its load-time fingerprint, where a sidecar gave one
+    sources: dict = field(default_factory=dict)  # target -> {source label: save-time fingerprint}
     cases: dict = field(default_factory=dict)  # name -> spec
     conflicts: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
@@ -84,18 +83,28 @@ class Merged:
     def total(self) -> int:
         return sum(len(v) for v in self.lines.values())
 
+    @property
+    def envs(self) -> dict:
+        """label -> fingerprint of every env seen: as loaded for targets, as saved for the others."""
+        out = {label: fp for per_target in self.sources.values() for label, fp in per_target.items()}
+        out.update(self.targets)
+        return out
+
 
 def _fingerprint_diff(a: dict, b: dict) -> str:
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
 
 
-def _add_env(merged: Merged, label: str, fp: dict, where: str, origin: dict) -> None:
-    old = merged.envs.get(label)
+def _add_env(seen: dict, role: str, label: str, fp: dict, where: str, origin: dict, conflicts: list) -> None:
+    # Per role: a label's save-time fingerprint (source) may differ from its
+    # load-time one (target) when CI saves and loads on different runners;
+    # two different fingerprints in one role are two different envs under one label.
+    old = seen.get(label)
     if old is not None and old != fp:
-        merged.conflicts.append(Conflict("env", label, "", f"{origin[label]}", f"{where} ({_fingerprint_diff(old, fp)})"))
-    merged.envs[label] = fp
-    origin[label] = where
+        conflicts.append(Conflict("env", f"{label} as {role}", "", origin[(role, label)], f"{where} ({_fingerprint_diff(old, fp)})"))
+    seen[label] = fp
+    origin[(role, label)] = where
 
 
 def merge_dirs(dirs: list) -> Merged:
@@ -103,6 +112,7 @@ def merge_dirs(dirs: list) -> Merged:
     merged = Merged()
     env_origin: dict = {}
     case_origin: dict = {}
+    saved: dict = {}  # source label -> save-time fingerprint, across every target
     for d in dirs:
         rd = d if isinstance(d, ResultsDir) else read_results_dir(Path(d))
         merged.inputs.append(str(rd.path))
@@ -129,12 +139,11 @@ def merge_dirs(dirs: list) -> Merged:
                 merged.warnings.append(f"{rd.path / (label + '.env.json')} is missing: the fingerprints of {label} and its sources are unknown")
                 continue
             side = str(rd.path / f"{label}.env.json")
-            merged.targets[label] = tf.sidecar["target"]
-            _add_env(merged, label, tf.sidecar["target"], side, env_origin)
+            _add_env(merged.targets, "target", label, tf.sidecar["target"], side, env_origin, merged.conflicts)
             sources = merged.sources.setdefault(label, {})
             for src, fp in tf.sidecar["sources"].items():
+                _add_env(saved, "source", src, fp, side, env_origin, merged.conflicts)
                 sources[src] = fp
-                _add_env(merged, src, fp, side, env_origin)
             for name, spec in tf.sidecar["cases"].items():
                 old_spec = merged.cases.get(name)
                 if old_spec is not None and old_spec != spec:
@@ -142,6 +151,13 @@ def merge_dirs(dirs: list) -> Merged:
                 merged.cases[name] = spec
                 case_origin[name] = side
     return merged
+
+
+def require_lines(merged: Merged) -> None:
+    """InputError when the inputs hold no result line: an empty run must not read as a clean one."""
+    if merged.total == 0:
+        msg = f"no result lines in {', '.join(repr(p) for p in merged.inputs)}: every <target>.jsonl is empty"
+        raise InputError(msg)
 
 
 def write_merged(merged: Merged, out: Path) -> list:

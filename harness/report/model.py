@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Optional
 
 from harness.env import parse_label
 from harness.errors import InputError
 from harness.expect import Expectations
-from harness.report.merge import Merged, merge_dirs
+from harness.report.merge import Merged, merge_dirs, require_lines
 from harness.results import CellResult
 from harness.versions import release
 
@@ -51,16 +52,18 @@ class ReportModel:
     results_from: Optional[str] = None  # ISO time of the oldest result file read
     results_to: Optional[str] = None
 
-    @property
+    # Cached: the writers ask often, and `cells` is set once, when the model is built.
+    @cached_property
     def targets(self) -> list:
         return sorted({c.target for c in self.cells}, key=env_sort_key)
 
-    @property
+    @cached_property
     def sources(self) -> list:
         return sorted({c.source for c in self.cells}, key=env_sort_key)
 
-    @property
+    @cached_property
     def formats(self) -> list:
+        """Formats in harness order (`harness.formats.FORMATS`), then unknown ones by name."""
         from harness.formats import FORMATS
 
         seen = {c.format for c in self.cells}
@@ -92,9 +95,12 @@ def model_from_merged(merged: Merged, expectations: Expectations, *, expectation
             except (ValueError, TypeError) as e:  # resultsdir checked the shape; this is the last word
                 msg = f"{where}: {e}"
                 raise InputError(msg) from None
-            judged = expectations.apply(cell)
-            if judged.expected != cell.expected or judged.expectation != cell.expectation:
-                model.reclassified += 1
+            judged = cell
+            # A pass or skip is never expected (expect.py); only a stale flag needs the rules.
+            if cell.outcome.is_failure or cell.expected or cell.expectation is not None:
+                judged = expectations.apply(cell)
+                if judged.expected != cell.expected or judged.expectation != cell.expectation:
+                    model.reclassified += 1
             rows.append((target, key, judged))
     rows.sort(key=lambda r: (r[0], r[1]))
     model.cells = [r[2] for r in rows]
@@ -116,4 +122,6 @@ def build_model(paths: list, expectations: Optional[Expectations] = None, *, exp
     if expectations is None:
         expectations = Expectations.load()
         expectations_path = expectations_path or "cases/expectations.toml (shipped)"
-    return model_from_merged(merge_dirs(list(paths)), expectations, expectations_path=expectations_path)
+    merged = merge_dirs(list(paths))
+    require_lines(merged)
+    return model_from_merged(merged, expectations, expectations_path=expectations_path)

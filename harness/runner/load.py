@@ -183,7 +183,9 @@ def load_phase(
             recorded = writer.recorded()
             todo = []
             for art in plan:
-                pending = [c for c in art.cells if recorded.get(c.key) != (art.id, build_id())]
+                # A cell asked for by name (--cell, the report's reproduce
+                # command) runs again even when it is already recorded.
+                pending = [c for c in art.cells if filters.cell or recorded.get(c.key) != (art.id, build_id())]
                 summary.reused += len(art.cells) - len(pending)
                 if pending:
                     todo.append((art, pending))

@@ -1,0 +1,33 @@
+"""Commands that reproduce one cell, as the report prints them.
+
+Two forms, both run where the target env is: through nox (which builds the
+env) and through the harness directly (inside an env you already have). The
+page builds the same strings in JavaScript; the browser test checks that
+they match these.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NOX_SESSION", "repro_commands", "shell_quote"]
+
+
+def shell_quote(text: str) -> str:
+    """POSIX single quotes, always (a cell key holds ``|`` and ``;``)."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def _device_flag(target: str) -> str:
+    # `load` defaults to --device cpu; a cuda target label only comes from --device cuda.
+    return " --device cuda" if target.endswith("-cuda") else ""
+
+
+#: The noxfile names its load sessions by env label (``nox -l``: ``load(torch-2.4.1-py3.11-cpu)``).
+NOX_SESSION = "load({target})"
+
+
+def repro_commands(target: str, key: str) -> tuple:
+    """(nox command, python command) that re-run the cell `key` in env `target`."""
+    cell = shell_quote(key)
+    nox = f"nox -s \"{NOX_SESSION.format(target=target)}\" -- --cell {cell}"
+    python = f"python -m harness load --artifacts reports/artifacts --results /tmp/repro{_device_flag(target)} --cell {cell}"
+    return nox, python

@@ -1,0 +1,61 @@
+"""Diagnoses recognise the real messages torch gives, and name the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.diagnose import diagnose
+
+WEIGHTS_ONLY = (
+    "Weights only load failed. This file can still be loaded, to do so you have two options, do those steps only if "
+    "you trust the source of the checkpoint. \n\t(1) In PyTorch 2.6, we changed the default value of the `weights_only` "
+    "argument in `torch.load` from `False` to `True`. ...\n\t(2) Alternatively, to load with `weights_only=True` please "
+    "check the recommended steps in the following error message.\n\tWeightsUnpickler error: Unsupported global: GLOBAL "
+    "harness.model.CaseModel was not an allowed global by default."
+)
+CUDA = ("Attempting to deserialize object on a CUDA device but torch.cuda.is_available() is False. If you are running on a "
+        "CPU-only machine, please use torch.load with map_location=torch.device('cpu') to map your storages to the CPU.")
+OLD_TORCH_CUDA = ("Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely succeed, "
+                  "but it can result in arbitrary code execution. Do it only if you got the file from a trusted source.\n "
+                  "Please file an issue with the following so that we can make `weights_only=True` compatible with your use "
+                  "case: WeightsUnpickler error: " + CUDA)
+PREFIX = ('Error(s) in loading state_dict for CaseModel:\n\tMissing key(s) in state_dict: "fc1.weight", "fc1.bias". \n\t'
+          'Unexpected key(s) in state_dict: "_orig_mod.fc1.weight", "_orig_mod.fc1.bias". ')
+
+
+@pytest.mark.parametrize(("etype", "message", "fmt", "load", "code", "fix_words"), [
+    ("UnpicklingError", WEIGHTS_ONLY, "full_model", {"weights_only": "default"}, "weights_only_refused", "state_dict"),
+    ("UnpicklingError", WEIGHTS_ONLY, "checkpoint", {"weights_only": "true"}, "weights_only_refused", "add_safe_globals([harness.model.CaseModel])"),
+    ("RuntimeError", CUDA, "state_dict", {}, "cuda_storage_on_cpu_host", 'map_location="cpu"'),
+    # torch < 2.5 wraps the CUDA error in a weights_only one: the CUDA cause wins
+    ("UnpicklingError", OLD_TORCH_CUDA, "state_dict", {"weights_only": "true"}, "cuda_storage_on_cpu_host", "map_location"),
+    ("RuntimeError", PREFIX, "state_dict", {"apply": "strict"}, "key_prefix_orig_mod", 'consume_prefix_in_state_dict_if_present(state_dict, "_orig_mod.")'),
+    ("RuntimeError", PREFIX.replace("_orig_mod.", "module."), "state_dict", {"apply": "strict"}, "key_prefix_module", "model.module.state_dict()"),
+    ("RuntimeError", "mmap can only be used with files saved with `torch.save(_use_new_zipfile_serialization=True), please "
+     "torch.save your checkpoint with this option in order to use mmap.", "state_dict_legacy", {"mmap": True}, "mmap_legacy_format", "mmap=False"),
+    ("KeyError", "\"There is no item named 'version' in the archive\"", "exported", {}, "export_archive_from_newer_torch", "newer one"),
+    ("RuntimeError", "Serialized version ['5', '3'] does not match our current schema version (8, 20).", "exported", {}, "export_schema_mismatch", "export the model again"),
+    ("ModuleNotFoundError", "No module named 'mymodels'", "full_model", {}, "class_not_importable", "importable"),
+    ("FactoryUnavailable", "user case mymodels:make: cannot import it in this env", "state_dict", {}, "user_case_not_importable", "install"),
+    ("RuntimeError", "PytorchStreamReader failed reading zip archive: failed finding central directory", "state_dict", {}, "corrupt_file", "re-copy"),
+])
+def test_known_failures(etype, message, fmt, load, code, fix_words):
+    d = diagnose(etype, message, fmt, load)
+    assert d is not None and d.code == code
+    assert fix_words in d.fix
+
+
+def test_weights_only_names_the_globals_and_the_default():
+    d = diagnose("UnpicklingError", WEIGHTS_ONLY, "full_model", {"weights_only": "default"})
+    assert "harness.model.CaseModel" in d.summary and "default" in d.summary
+
+
+def test_warnings_are_read_too():
+    # torch.export.load logs the real cause and raises a generic error
+    d = diagnose("RuntimeError", "We ran into an error when deserializing the saved file.", "exported", {},
+                 warnings=("log torch.export: Ran into the following error when deserializing: RuntimeError: " + CUDA,))
+    assert d.code == "cuda_storage_on_cpu_host" and "torch.export.load has no map_location" in d.fix
+
+
+def test_unknown_errors_get_no_diagnosis():
+    assert diagnose("ValueError", "something else entirely", "state_dict", {}) is None
