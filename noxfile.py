@@ -59,10 +59,12 @@ LOAD_IDS = [e.label for e in PLAN.load]
 
 
 def _install_env(session: nox.Session, torch: str, requirements: list) -> None:
-    """torch and its companions, the user's extras, then this harness."""
+    """torch and its companions, the user's extras, then this harness.
+
+    The phases check with --expect-torch that the torch they run is this one.
+    """
     session.install(*requirements, *MATRIX.install)
     session.install(str(ROOT))
-    session.run("python", "-c", "import torch, sys; print('torch', torch.__version__, 'python', sys.version.split()[0])")
 
 
 def _load_filters(args: list) -> list:

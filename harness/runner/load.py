@@ -11,6 +11,7 @@ cell before starting a new worker for the remaining cells.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, Optional
 
 from harness import build_id
 from harness.digest import digest_bytes
-from harness.env import check_device
+from harness.env import check_device, label_for
 from harness.errors import InputError
 from harness.expect import Expectations
 from harness.formats import FORMATS
@@ -147,6 +148,30 @@ def _compact(path: Path) -> None:
     write_text(path, "".join(json.dumps(d, sort_keys=True) + "\n" for d in lines.values()))
 
 
+def _predicted_target(device: str) -> tuple:
+    """This env's label and whether CUDA could be here, without importing torch.
+
+    Importing torch takes seconds; a re-run whose cells are all recorded
+    should not pay it. The worker's fingerprint confirms the label whenever
+    a worker does start.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        raise InputError("torch is not installed in this env") from None
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    cuda_possible = not sys.platform.startswith("linux") or any(Path("/dev").glob("nvidia[0-9]*"))
+    return label_for(torch_version, python, device), torch_version, cuda_possible
+
+
+def _check_torch(found: str, expect_torch: Optional[str]) -> None:
+    if expect_torch and found.split("+")[0] != expect_torch.split("+")[0]:
+        msg = f"this env runs torch {found} but torch {expect_torch} was asked for: refusing to record results under the wrong label"
+        raise InputError(msg)
+
+
 def load_phase(
     artifacts: Path,
     results: Path,
@@ -166,18 +191,26 @@ def load_phase(
     discover_artifacts(artifacts)  # fail on a bad path before starting a worker
     expectations = expectations or Expectations.load()
     filters = filters or Filters()
+    target, torch_version, cuda_possible = _predicted_target(device)
+    _check_torch(torch_version, expect_torch)
     worker = Worker(device, env=worker_env)
-    started = time.perf_counter()
-    hello = worker.start()
-    ready = time.perf_counter()
+    summary = LoadSummary(target)
+    hello: dict = {}
+
+    def ensure_worker() -> dict:
+        if not hello:
+            started = time.perf_counter()
+            hello.update(worker.start())
+            summary.startup_seconds = time.perf_counter() - started
+            _check_torch(hello["hello"]["torch"], expect_torch)
+            if hello["hello"]["label"] != target:
+                msg = f"the worker runs as {hello['hello']['label']}, not {target}: is another torch on its path?"
+                raise InputError(msg)
+        return hello
+
     try:
-        fp = hello["hello"]
-        if expect_torch and fp["torch"].split("+")[0] != expect_torch.split("+")[0]:
-            msg = f"this env runs torch {fp['torch']} but torch {expect_torch} was asked for: refusing to record results under the wrong label"
-            raise InputError(msg)
-        target = fp["label"]
-        plan = _plan(Path(artifacts), target, bool(hello.get("cuda")), filters)
-        summary = LoadSummary(target, startup_seconds=ready - started)
+        cuda = bool(ensure_worker().get("cuda")) if cuda_possible else False
+        plan = _plan(Path(artifacts), target, cuda, filters)
         with ResultsWriter(Path(results), target) as writer:
             summary.results_path = writer.path
             recorded = writer.recorded()
@@ -190,7 +223,10 @@ def load_phase(
                 if pending:
                     todo.append((art, pending))
             total = sum(len(p) for _, p in todo)
-            bar = Progress(f"load {target}", total) if progress else None
+            if any(not art.planned_skip for art, _ in todo):
+                ensure_worker()
+            ready = time.perf_counter()
+            bar = Progress(f"load {target}", total) if progress and total else None
 
             def record(result: CellResult) -> None:
                 result = expectations.apply(result)
@@ -212,13 +248,21 @@ def load_phase(
             if bar:
                 bar.close()
         _compact(writer.path)
-        sidecar = Path(results) / f"{target}.env.json"
-        cases = read_json(sidecar).get("cases", {}) if sidecar.exists() else {}
-        cases.update({a.manifest["case"]: a.manifest.get("spec") for a in plan if a.manifest.get("spec")})
-        write_json(sidecar, {"schema": 1, "target": fp, "sources": _sources(Path(artifacts)), "cases": cases})
+        _write_sidecar(Path(results), target, hello.get("hello"), Path(artifacts), plan, ensure_worker)
         return summary
     finally:
         worker.stop()
+
+
+def _write_sidecar(results: Path, target: str, fp: Optional[dict], artifacts: Path, plan: list, fingerprint: Any) -> None:
+    """RESULTS/<target>.env.json: the fingerprints of the envs and the specs of the cases."""
+    sidecar = results / f"{target}.env.json"
+    old = read_json(sidecar) if sidecar.exists() else {}
+    if fp is None:  # no worker ran: keep the recorded fingerprint, or take one now
+        fp = old.get("target") or fingerprint()["hello"]
+    cases = old.get("cases", {})
+    cases.update({a.manifest["case"]: a.manifest.get("spec") for a in plan if a.manifest.get("spec")})
+    write_json(sidecar, {"schema": 1, "target": fp, "sources": _sources(artifacts), "cases": cases})
 
 
 def _run_artifact(worker: Worker, art: _Artifact, cells: list, record: Any, timeout: float) -> None:

@@ -1,0 +1,84 @@
+"""End to end: `nox -s roundtrip` on the default matrix, twice, as a user runs it.
+
+It installs real torch releases (uv's cache makes the second time cheap) and
+checks the product's promise: results from two torch versions in both
+directions, the weights_only default change of torch 2.6 shown as an
+expected error with its diagnosis, and a second run that reuses envs,
+artifacts and cells.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, read_results
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def nox(*args, reports, timeout=2400):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOX_")}
+    env.update(TORCH_ROUNDTRIP_REPORTS=str(reports), TORCH_ROUNDTRIP_PLAIN="1")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "nox", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return done, time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    reports = tmp_path_factory.mktemp("e2e") / "reports"
+    first, first_s = nox("-s", "roundtrip", reports=reports)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    second, second_s = nox("-s", "roundtrip", reports=reports)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    print(f"\nnox -s roundtrip: first run {first_s:.0f}s, second run {second_s:.0f}s")
+    return reports, first, second, (first_s, second_s)
+
+
+def test_reports_are_written(runs):
+    reports, *_ = runs
+    for name in ("index.html", "results.json", "junit.xml", "summary.md"):
+        assert (reports / name).stat().st_size > 0, name
+
+
+def test_two_torch_versions_in_both_directions(runs):
+    reports, *_ = runs
+    rows = read_results(reports / "results")
+    torch_of = lambda label: label.split("-")[1]  # noqa: E731
+    pairs = {(torch_of(r["source"]), torch_of(r["target"])) for r in rows}
+    versions = {v for pair in pairs for v in pair}
+    assert len(versions) >= 2
+    for a in versions:
+        for b in versions:
+            assert (a, b) in pairs, (a, b)
+    assert any(r["source"].endswith("-cuda-emulated") for r in rows)
+    bad = [r for r in rows if r["outcome"] == "mismatch" or (r["outcome"] in ("error", "crash", "timeout") and not r["expected"])]
+    assert not bad, json.dumps(bad[:3], indent=1)
+
+
+def test_weights_only_flip_is_an_expected_error_with_its_diagnosis(runs):
+    reports, *_ = runs
+    rows = read_results(reports / "results")
+    flip = [r for r in rows if r["format"] == "full_model" and r["load"].get("weights_only") == "default"
+            and r["source"].endswith("-cpu") and r["load"].get("map_location") == "cpu"]
+    newer = [r for r in flip if r["target"].startswith("torch-2.15")]
+    older = [r for r in flip if r["target"].startswith("torch-2.4")]
+    assert newer and older
+    assert all(r["outcome"] == "error" and r["expected"] and r["diagnosis"]["code"] == "weights_only_refused" for r in newer)
+    assert all(r["outcome"] == "pass" for r in older if r["case"] != "parametrized")
+    summary = json.loads((reports / "results.json").read_text())
+    assert summary  # the merged file parses
+
+
+def test_second_run_reuses_envs_artifacts_and_cells(runs):
+    _, first, second, (first_s, second_s) = runs
+    out = second.stdout + second.stderr
+    assert "Re-using existing virtual environment" in out or "Reusing existing virtual environment" in out
+    assert " 0 saved" in out and "already recorded" in out
+    assert "0 cells (" in out or "load torch-" in out
