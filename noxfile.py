@@ -122,6 +122,9 @@ def load(session: nox.Session, env: str) -> None:
     _install_env(session, e.torch, e.requirements)
     _phase_dir(session)
     extra = _load_filters(session.posargs)
+    if not any(a.startswith("--source") for a in extra):
+        # Artifacts of earlier matrices may lie beside this one's: load this run's sources.
+        extra += ["--source", ",".join(SAVE_IDS)]
     # Exit 1 means "found regressions": the report decides the run's fate.
     session.run(
         "python", "-m", "harness", "load", "--artifacts", str(ARTIFACTS), "--results", str(RESULTS),
@@ -135,7 +138,7 @@ def report(session: nox.Session) -> None:
     """Turn all result lines into reports/{index.html, results.json, junit.xml, summary.md}."""
     session.install(f"{ROOT}[report]")
     _phase_dir(session)
-    args = [str(RESULTS), "--out", str(REPORTS)]
+    args = [str(RESULTS), "--out", str(REPORTS), "--envs", ",".join(SAVE_IDS + LOAD_IDS)]
     if (REPORTS / "bench.json").exists():
         args += ["--bench", str(REPORTS / "bench.json")]
     session.run("python", "-m", "harness", "report", *args)

@@ -143,7 +143,7 @@ def build_parser(extras: tuple = ()) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS", help="per cell (default 120)")
     p.add_argument("--expectations", metavar="FILE", help="expectations TOML (default: the shipped cases/expectations.toml)")
-    p.add_argument("--source", metavar="LABEL", help="only artifacts saved in this env")
+    p.add_argument("--source", metavar="LABEL[,LABEL]", help="only artifacts saved in these envs")
     p.add_argument("--case", metavar="NAME", help="only this case")
     p.add_argument("--format", metavar="NAME", help="only this format")
     p.add_argument("--cell", metavar="KEY", help="only this cell: SOURCE|CASE|FORMAT|OPTIONS, as the report prints it")

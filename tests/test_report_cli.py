@@ -199,3 +199,13 @@ def test_wired_into_the_harness_cli():
     assert "--baseline" in p.stdout
     p = run_cli("merge", "--help")
     assert p.returncode == 0, p.stderr
+
+
+def test_envs_restricts_the_report_to_one_matrix(main, tmp_path):
+    other = "torch-2.0.1-py3.9-cpu"
+    folder = write_results(tmp_path / "R", [line(A, B, "a", "state_dict", "pass"), line(other, B, "a", "state_dict", "error")])
+    code, _ = main("report", str(folder), "--out", str(tmp_path / "all"))
+    assert code == 1  # the old env's error counts when everything is reported
+    code, err = main("report", str(folder), "--out", str(tmp_path / "mine"), "--envs", f"{A},{B}")
+    assert code == 0, err
+    assert other not in (tmp_path / "mine" / "summary.md").read_text()

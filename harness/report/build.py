@@ -83,7 +83,7 @@ def generated_time() -> str:
 def build_report(
     results: list, out: Path, *,
     baseline: Optional[Path] = None, expectations: Optional[Path] = None, bench: Optional[Path] = None,
-    progress: bool = False,
+    progress: bool = False, envs: Optional[list] = None,
 ) -> ReportResult:
     """Read `results` (folders), write the report into `out`, return what was found."""
     out = Path(out)
@@ -95,7 +95,7 @@ def build_report(
     bar = Progress("report", len(OUTPUTS) + 1) if progress and size > _SLOW_BYTES else None
     exp = Expectations.load(Path(expectations) if expectations else None)
     exp_path = str(expectations) if expectations else "cases/expectations.toml (shipped)"
-    model = build_model(list(results), exp, expectations_path=exp_path)
+    model = build_model(list(results), exp, expectations_path=exp_path, envs=envs)
     diff = None
     if baseline is not None:
         base = read_report(Path(baseline))

@@ -25,6 +25,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         expectations=Path(args.expectations) if args.expectations else None,
         bench=Path(args.bench) if args.bench else None,
         progress=not args.quiet,
+        envs=[e for e in args.envs.split(",") if e] if args.envs else None,
     )
     for line in result.lines():
         print(line, file=sys.stderr)
@@ -61,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", metavar="FILE", help="results.json of an earlier report: list new, fixed and unchanged failures")
     p.add_argument("--expectations", metavar="FILE", help="expectations TOML to judge cells by (default: the shipped cases/expectations.toml)")
     p.add_argument("--bench", metavar="FILE", help="bench figures to show (default: DIR/bench.json when it exists)")
+    p.add_argument("--envs", metavar="A,B", help="only cells between these env labels (a folder may hold older runs' results)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_report)
 

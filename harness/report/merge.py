@@ -190,3 +190,20 @@ def write_merged(merged: Merged, out: Path) -> list:
             write_text(side, json.dumps(data, sort_keys=True, indent=1) + "\n")
             written.append(side)
     return written
+
+
+def restrict(merged: Merged, envs: list) -> Merged:
+    """Only the cells whose source and target are both among `envs` (labels).
+
+    A reports folder keeps results of earlier matrices; a run reports on its own.
+    """
+    keep = set(envs)
+    merged.lines = {
+        target: {k: v for k, v in lines.items() if v[0].get("source") in keep}
+        for target, lines in merged.lines.items() if target in keep
+    }
+    merged.lines = {t: lines for t, lines in merged.lines.items() if lines}
+    merged.targets = {t: fp for t, fp in merged.targets.items() if t in keep}
+    merged.sources = {t: {s: fp for s, fp in per.items() if s in keep} for t, per in merged.sources.items() if t in keep}
+    return merged
+

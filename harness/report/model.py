@@ -114,8 +114,10 @@ def model_from_merged(merged: Merged, expectations: Expectations, *, expectation
     return model
 
 
-def build_model(paths: list, expectations: Optional[Expectations] = None, *, expectations_path: str = "") -> ReportModel:
-    """Read, validate and merge the result folders `paths` into one model."""
+def build_model(
+    paths: list, expectations: Optional[Expectations] = None, *, expectations_path: str = "", envs: Optional[list] = None,
+) -> ReportModel:
+    """Read, validate and merge the result folders `paths` into one model (only `envs`, when given)."""
     if not paths:
         msg = "give at least one RESULTS_DIR"
         raise InputError(msg)
@@ -123,5 +125,9 @@ def build_model(paths: list, expectations: Optional[Expectations] = None, *, exp
         expectations = Expectations.load()
         expectations_path = expectations_path or "cases/expectations.toml (shipped)"
     merged = merge_dirs(list(paths))
+    if envs:
+        from harness.report.merge import restrict
+
+        restrict(merged, envs)
     require_lines(merged)
     return model_from_merged(merged, expectations, expectations_path=expectations_path)

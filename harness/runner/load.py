@@ -45,7 +45,7 @@ class Filters:
     cell: Optional[str] = None
 
     def keep(self, base: CellResult) -> bool:
-        if self.source and base.source != self.source:
+        if self.source and base.source not in self.source.split(","):
             return False
         if self.case and base.case != self.case:
             return False
