@@ -144,6 +144,31 @@ def report(session: nox.Session) -> None:
     session.run("python", "-m", "harness", "report", *args)
 
 
+@nox.session(default=False)
+@nox.parametrize(("python", "env"), [(e.python, e.label) for e in PLAN.load], ids=LOAD_IDS)
+def check_env(session: nox.Session, env: str) -> None:
+    """Check the files after -- in one env (JSON into reports/check/)."""
+    e = _env(env, PLAN.load)
+    files = [str(Path(a).resolve()) for a in session.posargs if not a.startswith("-")]
+    if not files:
+        session.error("give the files to check after --: nox -s check -- model.pt")
+    _install_env(session, e.torch, e.requirements)
+    _phase_dir(session)
+    trust = ["--trust"] if "--trust" in session.posargs else []
+    session.run("python", "-m", "harness", "check", *files, *trust, "--out", str(REPORTS / "check" / f"{env}.json"),
+                success_codes=[0, 1])
+
+
+@nox.session(python=False, default=False, requires=[f"check_env({i})" for i in LOAD_IDS])
+def check(session: nox.Session) -> None:
+    """Check checkpoints someone else wrote in every env of the matrix: reports/check/summary.md."""
+    from harness.check_matrix import summarize
+
+    out = REPORTS / "check" / "summary.md"
+    out.write_text(summarize(REPORTS / "check"), encoding="utf-8")
+    session.log(f"check summary: {out}")
+
+
 @nox.session(
     python=False,
     requires=[f"save({i})" for i in SAVE_IDS] + [f"load({i})" for i in LOAD_IDS] + ["report"],

@@ -17,7 +17,7 @@ __all__ = ["__version__", "build_id"]
 # records, so editing it must not invalidate saved artifacts and results.
 _HOST_ONLY = (
     "report", "strategies.py", "matrix.py", "bench.py", "check.py", "check_child.py", "sniff.py",
-    "pickle_scan.py", "cli_extras.py", "progress.py",
+    "cli_extras.py", "progress.py",
 )
 
 

@@ -23,4 +23,10 @@ def _report(sub: Any) -> None:
     register(sub)
 
 
-COMMANDS: list = [_bench, _report]
+def _check(sub: Any) -> None:
+    from harness.check import register
+
+    register(sub)
+
+
+COMMANDS: list = [_bench, _report, _check]

@@ -79,17 +79,6 @@ def _storage_size(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagno
     )
 
 
-def _export_schema(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
-    if "does not match our current schema version" not in msg:
-        return None
-    return Diagnosis(
-        "export_schema_version",
-        "the torch.export archive uses a serialization schema whose major version this torch does not read",
-        "torch.export archives do not travel between torch versions with different schema majors: "
-        "export and save the program again with this torch, from the model code and a state_dict",
-    )
-
-
 def _safetensors_corrupt(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
     if etype != "SafetensorError" and "Error while deserializing header" not in msg:
         return None
@@ -217,7 +206,7 @@ _RULES: tuple[Callable[[str, str, str, dict], Optional[Diagnosis]], ...] = (
     # The CUDA rule first: old torch wraps its CUDA error in a weights_only one.
     # The code and protocol rules before the weights_only one: they are
     # weights_only failures too, but add_safe_globals is not their fix.
-    _cuda_on_cpu, _code_global, _pickle_protocol, _storage_size, _weights_only, _export_schema, _safetensors_corrupt,
+    _cuda_on_cpu, _code_global, _pickle_protocol, _storage_size, _weights_only, _safetensors_corrupt,
     _key_prefix, _meta_parametrization, _mmap_legacy, _missing_class, _export_archive_too_new, _export_schema, _user_case, _truncated,
 )
 

@@ -170,6 +170,10 @@ class Matrix:
         return ["--generated", str(self.generated), "--seed", str(self.seed)]
 
 
+#: Options other sessions take after ``--`` (load's filters, check's --trust).
+_SESSION_OPTIONS = ("--trust", "--quick")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nox -s roundtrip --", add_help=False)
     p.add_argument("--torch", nargs="+")
@@ -191,6 +195,9 @@ def parse_overrides(matrix: Matrix, args: Sequence[str], warn: Optional[Callable
     CUDA envs to the configured devices; other lists replace the configured ones.
     """
     ns, unknown = _parser().parse_known_args(list(args))
+    # Bare words are other sessions' arguments (the files of `check`); only
+    # unknown --options may be typos of matrix options.
+    unknown = [a for a in unknown if a.startswith("-") and a not in _SESSION_OPTIONS]
     if unknown and warn is not None:
         # The same arguments reach every session (pytest's, load's --cell):
         # say what the matrix ignores rather than refuse it.
