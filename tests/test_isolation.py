@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -101,3 +102,29 @@ def test_concurrent_loads_of_one_target_refuse(artifacts, tmp_path):
         done = run_cli("load", "--artifacts", str(artifacts / "A"), "--results", str(results), cwd=tmp_path)
     assert done.returncode == 2
     assert "another load is writing" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_killed_save_resumes_without_half_written_artifacts(tmp_path, curated_specs):
+    out = tmp_path / "A"
+    env = dict(os.environ, TORCH_ROUNDTRIP_PLAIN="1")
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "save", "--out", str(out)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*/*/*/manifest.json"))) < 20:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(out.glob("*/*/*/manifest.json")))
+    every = len(curated_specs) * 7  # cases x formats
+    assert 0 < done_before < every, "kill the save part-way"
+    # Nothing half-written sits under a final name: every artifact dir has its manifest and files.
+    for manifest in out.glob("*/*/*/manifest.json"):
+        m = json.loads(manifest.read_text())
+        assert all((manifest.parent / f).is_file() for f in m["files"]), manifest
+    again = run_cli("save", "--out", str(out), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    manifests = list(out.glob("*/*/*/manifest.json"))
+    assert len(manifests) == every
+    assert not list(out.glob("*/*/.tmp-save"))  # no leftovers of the killed run
+    load = run_cli("load", "--artifacts", str(out), "--results", str(tmp_path / "R"), cwd=tmp_path)
+    assert load.returncode == 0, load.stderr
