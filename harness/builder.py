@@ -273,7 +273,11 @@ def _parametrize(model: nn.Module, spec: Spec) -> None:
         if fn is None:
             msg = f"torch.nn.utils.parametrizations.{par['kind']} does not exist in this torch"
             raise Unsupported(msg)
-        fn(owner, name=name)
+        try:
+            fn(owner, name=name)
+        except (RuntimeError, NotImplementedError) as e:  # e.g. orthogonal's right_inverse on the meta device
+            msg = f"parametrize[{i}]: this torch cannot apply {par['kind']} to {par.get('at') or 'the root'}.{name} here: {type(e).__name__}: {e}"
+            raise Unsupported(msg) from e
 
 
 def make_training(model: nn.Module, spec: Spec) -> tuple[Any, Any]:

@@ -16,7 +16,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, read_results
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
