@@ -155,11 +155,37 @@ def _rss_child(artifact: str, mmap: bool) -> None:
     options = LoadOptions(map_location="cpu", weights_only="default", mmap=mmap, apply="none")
     base = CellResult(source=fp.label, target=fp.label, case=manifest.case, format="state_dict", load=options.to_dict(),
                       outcome=Outcome.SKIP, harness=build_id())
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = _rss_reset()
     r = run_cell(base, manifest, FORMATS["state_dict"], options, directory, directory.parent / "reference.bin",
                  CaseContext(manifest.spec, "cpu"), fp.compute_key)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"outcome": r.outcome.value, "rss_growth": after - before}))
+    print(json.dumps({"outcome": r.outcome.value, "rss_growth": _rss_peak() - before}))
+
+
+def _status_kib(field: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _rss_reset() -> int:
+    """Current RSS, after resetting the peak to it (Linux: /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        current = _status_kib("VmRSS")
+        if current is not None:
+            return current
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss_peak() -> int:
+    peak = _status_kib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def bench_rss(artifact: str) -> dict:
@@ -263,9 +289,9 @@ def bench_env_ready(work: Path) -> dict:
     version = torch.__version__.split("+")[0]
     start = time.perf_counter()
     subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
-    env = dict(os.environ, VIRTUAL_ENV=str(venv))
-    subprocess.run([uv, "pip", "install", "-q", *requirements(version), "xxhash"], check=True, env=env)
-    subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run([uv, "pip", "install", "-q", "--python", python, *requirements(version), "xxhash"], check=True)
+    subprocess.run([python, "-c", "import torch"], check=True)
     return {"env_ready_cached_s": time.perf_counter() - start}
 
 

@@ -19,7 +19,7 @@ from harness.digest import contiguous_cpu, digest_tensor, raw_bytes
 from harness.dtypes import to_dtype
 from harness.manifest import Reference, Snapshot, TensorRecord, record_view
 
-__all__ = ["check_forward", "record_forward", "saved_inputs"]
+__all__ = ["check_forward", "module_device", "record_forward", "saved_inputs"]
 
 
 def _outputs(value: Any) -> list:
@@ -82,7 +82,8 @@ def saved_inputs(forward: dict, reference: Path, device: str) -> tuple:
     return tuple(_tensor_from(r, Reference.read(reference, r.ref), device) for r in recs)
 
 
-def _module_device(module: Any) -> str:
+def module_device(module: Any) -> str:
+    """Where a module's tensors live (its first one that is not on the meta device)."""
     for getter in ("parameters", "buffers"):
         fn = getattr(module, getter, None)
         if fn is None:
@@ -115,7 +116,7 @@ def check_forward(module: Any, forward: Optional[dict], reference: Path, compute
     if forward.get("status") != "ok":
         return {"status": "skip", "detail": forward.get("reason", "no forward recorded")}, None
     same_kernels = forward.get("compute") == compute_key
-    device = _module_device(module)
+    device = module_device(module)
     if device != "cpu":
         same_kernels = False
     try:
