@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
-__all__ = ["RESULT_SCHEMA", "CellResult", "Outcome", "cell_key"]
+__all__ = ["RESULT_SCHEMA", "CellResult", "Outcome", "cell_key", "validate_line"]
 
 RESULT_SCHEMA = 1
 
@@ -39,6 +39,57 @@ class Outcome(str, enum.Enum):
 _SEVERITY = {
     Outcome.PASS: 0, Outcome.SKIP: 1, Outcome.ERROR: 2, Outcome.TIMEOUT: 3, Outcome.CRASH: 4, Outcome.MISMATCH: 5,
 }
+
+
+_STR_FIELDS = ("source", "target", "case", "format")
+_OPTIONAL_TYPES: dict = {
+    "detail": (str,),
+    "expected": (bool,),
+    "expectation": (str, type(None)),
+    "diagnosis": (dict, type(None)),
+    "error": (dict, type(None)),
+    "differences": (list,),
+    "notes": (list,),
+    "forward": (dict, type(None)),
+    "seconds": (int, float),
+    "artifact": (str,),
+    "origin": (str,),
+    "tags": (list,),
+    "harness": (str,),
+}
+
+
+def _type_names(types: tuple) -> str:
+    return " or ".join("null" if t is type(None) else {"str": "a string", "dict": "an object", "list": "a list", "bool": "true/false"}.get(t.__name__, "a number") for t in types)
+
+
+def validate_line(d: Any) -> None:
+    """Raise ValueError (one line, no location) if `d` is not a valid result line."""
+    if not isinstance(d, dict):
+        msg = f"a result line is a JSON object, not {type(d).__name__}"
+        raise ValueError(msg)
+    missing = [k for k in ("source", "target", "case", "format", "load", "outcome") if k not in d]
+    if missing:
+        msg = f"result line lacks {', '.join(missing)}"
+        raise ValueError(msg)
+    if d.get("schema", RESULT_SCHEMA) != RESULT_SCHEMA:
+        msg = f"schema={d.get('schema')!r} but this harness reads result schema {RESULT_SCHEMA}"
+        raise ValueError(msg)
+    for key in _STR_FIELDS:
+        if not isinstance(d[key], str) or not d[key]:
+            msg = f"{key}={d[key]!r} is not a non-empty string"
+            raise ValueError(msg)
+    if not isinstance(d["load"], dict):
+        msg = f"load={d['load']!r} is not an object of load options"
+        raise ValueError(msg)
+    if d["outcome"] not in Outcome._value2member_map_:
+        msg = f"outcome={d['outcome']!r} is not one of {', '.join(o.value for o in Outcome)}"
+        raise ValueError(msg)
+    for key, types in _OPTIONAL_TYPES.items():
+        # bool is an int: seconds=true must not pass as a number
+        if key in d and (not isinstance(d[key], types) or (key == "seconds" and isinstance(d[key], bool))):
+            msg = f"{key}={d[key]!r} is not {_type_names(types)}"
+            raise ValueError(msg)
 
 
 def cell_key(source: str, case: str, fmt: str, options_id: str) -> str:
@@ -95,13 +146,7 @@ class CellResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> CellResult:
-        missing = [k for k in ("source", "target", "case", "format", "load", "outcome") if k not in d]
-        if missing:
-            msg = f"result line lacks {', '.join(missing)}"
-            raise ValueError(msg)
-        if d.get("schema", RESULT_SCHEMA) != RESULT_SCHEMA:
-            msg = f"result schema {d.get('schema')!r} is not {RESULT_SCHEMA}"
-            raise ValueError(msg)
+        validate_line(d)
         kw: dict[str, Any] = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         kw["outcome"] = Outcome(d["outcome"])
         return cls(**kw)

@@ -69,11 +69,15 @@ def write_text(path: Path, text: str) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """A JSON file's content; InputError naming the file when it cannot be read or parsed."""
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         msg = f"{path}: not valid JSON ({e.msg} at line {e.lineno})"
+        raise InputError(msg) from None
+    except (OSError, UnicodeDecodeError) as e:
+        msg = f"{path}: cannot be read ({e})"
         raise InputError(msg) from None
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness.errors import InputError
+from harness.store import read_json
 
 __all__ = ["Bench", "Figure", "read_bench"]
 
@@ -121,11 +122,7 @@ def read_bench(path: Path, *, option: str = "--bench") -> Bench:
     if not path.is_file():
         msg = f"{option} {str(path)!r} does not exist" if not path.exists() else f"{option} {str(path)!r} is not a file"
         raise InputError(msg)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        msg = f"{path}: not valid JSON ({e.msg} at line {e.lineno})"
-        raise InputError(msg) from None
+    data = read_json(path)
     if not isinstance(data, dict):
         msg = f"{path}: a bench file is a JSON object of figures"
         raise InputError(msg)

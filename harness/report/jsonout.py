@@ -17,9 +17,8 @@ from harness.errors import InputError
 from harness.report.aggregate import BaselineDiff, totals
 from harness.report.merge import Conflict, line_key
 from harness.report.model import ReportModel
-from harness.report.resultsdir import check_line
-from harness.results import CellResult
-from harness.store import write_text
+from harness.results import CellResult, validate_line
+from harness.store import read_json, write_text
 
 __all__ = ["REPORT_KIND", "REPORT_SCHEMA", "cell_dict", "read_report", "report_dict", "write_report_json"]
 
@@ -74,14 +73,7 @@ def read_report(path: Path, *, option: str = "--baseline") -> ReportModel:
     if not path.exists():
         msg = f"{option} {str(path)!r} does not exist"
         raise InputError(msg)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        msg = f"{path}: not valid JSON ({e.msg} at line {e.lineno})"
-        raise InputError(msg) from None
-    except (OSError, UnicodeDecodeError) as e:
-        msg = f"{path}: cannot be read ({e})"
-        raise InputError(msg) from None
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("kind") != REPORT_KIND:
         msg = f"{path}: not a torch-roundtrip report (no kind={REPORT_KIND!r}); give the results.json that `report` wrote"
         raise InputError(msg)
@@ -107,7 +99,7 @@ def read_report(path: Path, *, option: str = "--baseline") -> ReportModel:
     rows = []
     for i, d in enumerate(data["cells"]):
         try:
-            check_line(d)
+            validate_line(d)
             rows.append((d["target"], line_key(d), CellResult.from_dict(d)))
         except (ValueError, TypeError) as e:
             msg = f"{path}: cells[{i}]: {e}"

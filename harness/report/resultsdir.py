@@ -13,66 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from harness.errors import InputError
-from harness.results import RESULT_SCHEMA, Outcome
+from harness.results import validate_line
+from harness.store import read_json
 
-__all__ = ["ResultsDir", "TargetFile", "check_line", "read_results_dir"]
+__all__ = ["ResultsDir", "TargetFile", "read_results_dir"]
 
 SIDECAR_SCHEMA = 1
-
-_STR_FIELDS = ("source", "target", "case", "format")
-_OPTIONAL_TYPES: dict = {
-    "detail": (str,),
-    "expected": (bool,),
-    "expectation": (str, type(None)),
-    "diagnosis": (dict, type(None)),
-    "error": (dict, type(None)),
-    "differences": (list,),
-    "notes": (list,),
-    "forward": (dict, type(None)),
-    "seconds": (int, float),
-    "artifact": (str,),
-    "origin": (str,),
-    "tags": (list,),
-    "harness": (str,),
-}
-_OUTCOMES = ", ".join(o.value for o in Outcome)
-
-
-def _type_names(types: tuple) -> str:
-    return " or ".join("null" if t is type(None) else {"str": "a string", "dict": "an object", "list": "a list", "bool": "true/false"}.get(t.__name__, "a number") for t in types)
-
-
-def check_line(d: Any) -> None:
-    """Raise ValueError (one line, no location) if `d` is not a valid result line."""
-    if not isinstance(d, dict):
-        msg = f"a result line is a JSON object, not {type(d).__name__}"
-        raise ValueError(msg)
-    missing = [k for k in ("source", "target", "case", "format", "load", "outcome") if k not in d]
-    if missing:
-        msg = f"result line lacks {', '.join(missing)}"
-        raise ValueError(msg)
-    if d.get("schema", RESULT_SCHEMA) != RESULT_SCHEMA:
-        msg = f"schema={d.get('schema')!r} but this harness reads result schema {RESULT_SCHEMA}"
-        raise ValueError(msg)
-    for key in _STR_FIELDS:
-        if not isinstance(d[key], str) or not d[key]:
-            msg = f"{key}={d[key]!r} is not a non-empty string"
-            raise ValueError(msg)
-    if not isinstance(d["load"], dict):
-        msg = f"load={d['load']!r} is not an object of load options"
-        raise ValueError(msg)
-    if d["outcome"] not in Outcome._value2member_map_:
-        msg = f"outcome={d['outcome']!r} is not one of {_OUTCOMES}"
-        raise ValueError(msg)
-    for key, types in _OPTIONAL_TYPES.items():
-        # bool is an int: seconds=true must not pass as a number
-        if key in d and (not isinstance(d[key], types) or (key == "seconds" and isinstance(d[key], bool))):
-            msg = f"{key}={d[key]!r} is not {_type_names(types)}"
-            raise ValueError(msg)
-
 
 @dataclass
 class TargetFile:
@@ -132,7 +81,7 @@ def _read_lines(path: Path, label: str) -> tuple:
             msg = f"{path}:{number}: not a JSON result line ({e.msg} at column {e.colno})"
             raise InputError(msg) from None
         try:
-            check_line(d)
+            validate_line(d)
         except ValueError as e:
             msg = f"{path}:{number}: {e}"
             raise InputError(msg) from None
@@ -144,14 +93,7 @@ def _read_lines(path: Path, label: str) -> tuple:
 
 
 def _read_sidecar(path: Path, label: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        msg = f"{path}: not valid JSON ({e.msg} at line {e.lineno})"
-        raise InputError(msg) from None
-    except (OSError, UnicodeDecodeError) as e:
-        msg = f"{path}: cannot be read ({e})"
-        raise InputError(msg) from None
+    data = read_json(path)
     if not isinstance(data, dict):
         msg = f"{path}: an env sidecar is a JSON object with schema, target, sources and cases"
         raise InputError(msg)
