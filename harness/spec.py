@@ -52,8 +52,10 @@ __all__ = [
     "SCHEMA",
     "Leaf",
     "Spec",
+    "chain_signature",
     "child_items",
     "load_specs",
+    "module_paths",
     "walk_leaves",
 ]
 
@@ -173,13 +175,20 @@ def walk_leaves(node: dict, path: str = "", where: str = "model") -> Iterator[Le
         yield Leaf(path, kind.name, {f.name: node.get(f.name, f.default) for f in kind.fields}, node.get("dtype", "float32"), where)
 
 
-def _chain_sig(node: dict, where: str, sig: Optional[Sig]) -> Sig:
-    """Check that a chain's children fit together; return its output signature."""
+def chain_signature(node: dict, where: str, sig: Optional[Sig]) -> Sig:
+    """The output signature ``(space, features, dtype)`` of `node` fed by `sig`.
+
+    `sig` None means the node starts a chain and takes its natural input.
+    A ``sequential`` feeds each child the previous child's output; raises
+    `SpecError` at `where` (a dotted path) where a child does not accept it.
+    Validation and the Hypothesis strategies share this one computation, so
+    a drawn chain fits exactly when validation says it does.
+    """
     if node["kind"] == "sequential":
         for _, child, cw in _children(node, where):
             if child["kind"] in ("module_list", "module_dict"):
                 raise SpecError(cw, "a sequential chains its children, so it cannot hold a module_list or module_dict (their children run side by side)")
-            sig = _chain_sig(child, cw, sig)
+            sig = chain_signature(child, cw, sig)
         assert sig is not None
         return sig
     kind = KINDS[node["kind"]]
@@ -207,19 +216,23 @@ def _validate_node(node: Any, where: str, depth: int = 0, chained: bool = False)
         # A sequential inside a sequential is fed by its predecessor, not by
         # its own first child's natural input: the outermost chain checks it.
         if kind == "sequential" and not chained:
-            _chain_sig(node, where, None)
+            chain_signature(node, where, None)
     elif kind in KINDS:
         _validate_leaf(node, where)
     else:
         raise SpecError(f"{where}.kind", f"{kind!r} is not a layer kind (known: {', '.join(sorted(set(KINDS) | set(CONTAINERS)))})")
 
 
-def _module_paths(node: dict, path: str = "") -> dict:
-    """Module path -> kind, for every module in the tree (root is "")."""
+def module_paths(node: dict, path: str = "") -> dict:
+    """Module path -> kind, for every module in the tree (the root is ``""``).
+
+    Paths are dotted as in a state dict (``"0.fc1"``); these are the places
+    extras (``at``) may name.
+    """
     out = {path: node["kind"]}
     if node["kind"] in CONTAINERS:
         for name, child in child_items(node):
-            out.update(_module_paths(child, f"{path}.{name}" if path else name))
+            out.update(module_paths(child, f"{path}.{name}" if path else name))
     return out
 
 
@@ -371,7 +384,7 @@ class Spec:
             kind = model.get("kind") if isinstance(model, dict) else type(model).__name__
             raise SpecError("model.kind", f"the root must be a container ({', '.join(CONTAINERS)}), not {kind!r}")
         _validate_node(model, "model")
-        _validate_extras(data, _module_paths(model))
+        _validate_extras(data, module_paths(model))
         prefix = data.get("state_dict_prefix")
         if prefix is not None and prefix not in PREFIXES:
             raise SpecError("state_dict_prefix", f"must be null or one of {', '.join(map(repr, PREFIXES))}")

@@ -53,10 +53,10 @@ def test_layer_tensors_match_what_torch_registers(torch, node):
 @scaled(10)
 @given(st.data())
 def test_layers_accepting_a_signature_fit_after_it(data):
-    from harness.spec import _chain_sig
+    from harness.spec import chain_signature
 
     first = data.draw(layers(), label="first")
-    sig = _chain_sig(first, "model", None)
+    sig = chain_signature(first, "model", None)
     second = data.draw(layers(accepting=sig), label="second")
     Spec.from_dict({"name": "chain", "model": {"kind": "sequential", "children": [first, second]}})
 

@@ -15,7 +15,7 @@ import pytest
 
 from harness.dtypes import SPEC_DTYPES
 from harness.layers import KINDS
-from harness.spec import CONTAINERS, _chain_sig, walk_leaves
+from harness.spec import CONTAINERS, chain_signature, walk_leaves
 from harness.strategies import LAYER_DTYPES, generate_specs
 
 DRAWS = 500
@@ -46,7 +46,7 @@ def _walk(node: dict, counts: Counter, depth: int = 1, parent: str = "", fed: tu
         if sig is not None and child["kind"] not in CONTAINERS:
             counts[f"a layer after a {sig[0]} output"] += 1
         _walk(child, counts, depth + 1, node["kind"], sig)
-        sig = _chain_sig(child, "model", sig)
+        sig = chain_signature(child, "model", sig)
 
 
 def features(data: dict) -> Counter:
