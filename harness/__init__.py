@@ -16,7 +16,8 @@ __all__ = ["__version__", "build_id"]
 # Host-only code (reports, strategies) does not change what a save or a load
 # records, so editing it must not invalidate saved artifacts and results.
 _HOST_ONLY = (
-    "report", "strategies", "matrix.py", "bench.py", "check.py", "check_child.py", "sniff.py",
+    "report", "strategies", "matrix.py", "bench.py", "check.py", "check_child.py", "check_report.py",
+    "check_torch.py", "check_matrix.py", "sniff.py",
     "cli_extras.py", "progress.py",
 )
 
