@@ -32,6 +32,7 @@ __all__ = [
     "ResultsWriter",
     "discover_artifacts",
     "read_results",
+    "require_dir",
     "write_json",
     "write_text",
 ]
@@ -113,15 +114,21 @@ class ArtifactRef:
         return f"ArtifactRef({self.source}/{self.case}/{self.format})"
 
 
+def require_dir(path: Path, option: str, missing_hint: str = "", what: str = "") -> Path:
+    """`path` as a Path; InputError naming `option` when it is missing or not a folder."""
+    path = Path(path)
+    if not path.exists():
+        msg = f"{option} {str(path)!r} does not exist{missing_hint}"
+        raise InputError(msg)
+    if not path.is_dir():
+        msg = f"{option} {str(path)!r} is not a directory{what}"
+        raise InputError(msg)
+    return path
+
+
 def discover_artifacts(root: Path) -> list:
     """Every complete artifact under `root` (those with a manifest), sorted."""
-    root = Path(root)
-    if not root.exists():
-        msg = f"--artifacts {str(root)!r} does not exist (run `python -m harness save --out {root}` first)"
-        raise InputError(msg)
-    if not root.is_dir():
-        msg = f"--artifacts {str(root)!r} is not a directory"
-        raise InputError(msg)
+    root = require_dir(root, "--artifacts", f" (run `python -m harness save --out {root}` first)")
     found = [ArtifactRef(p.parent) for p in sorted(root.glob("*/*/*/manifest.json")) if not p.parent.name.startswith(".")]
     return found
 

@@ -17,7 +17,7 @@ from typing import Optional
 
 from harness.errors import InputError
 from harness.results import validate_line
-from harness.store import read_json
+from harness.store import read_json, require_dir
 
 __all__ = ["ResultsDir", "TargetFile", "read_results_dir"]
 
@@ -118,13 +118,7 @@ def _read_sidecar(path: Path, label: str) -> dict:
 
 def read_results_dir(path: Path, *, option: str = "RESULTS_DIR") -> ResultsDir:
     """Every target file of the folder `path`, validated; InputError on the first problem."""
-    path = Path(path)
-    if not path.exists():
-        msg = f"{option} {str(path)!r} does not exist"
-        raise InputError(msg)
-    if not path.is_dir():
-        msg = f"{option} {str(path)!r} is not a directory (give the folder that `load --results` wrote)"
-        raise InputError(msg)
+    path = require_dir(path, option, what=" (give the folder that `load --results` wrote)")
     files = sorted(p for p in path.glob("*.jsonl") if not p.name.startswith("."))
     if not files:
         msg = f"{option} {str(path)!r} holds no results (no <target>.jsonl files; run `python -m harness load --results {path}` first)"
