@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Optional
 
 from harness.errors import InputError
-from harness.spec import Spec, load_specs
+from harness.spec import load_specs
 
-__all__ = ["curated", "data_dir", "write_corpus", "corpus_json"]
+__all__ = ["corpus_json", "curated", "data_dir", "load_corpus", "write_corpus"]
 
 CORPUS_SCHEMA = 1
 
@@ -69,5 +69,3 @@ def load_corpus(path: Optional[Path]) -> list:
     """Specs from ``--cases FILE``, or the curated cases when no file is given."""
     return curated() if path is None else load_specs(Path(path))
 
-
-__all__ += ["load_corpus", "Spec"]

@@ -15,7 +15,6 @@ __all__ = [
     "SPEC_DTYPES",
     "dtype_name",
     "int_view_dtype",
-    "is_floating",
     "special_bits",
     "to_dtype",
 ]
@@ -42,10 +41,6 @@ def to_dtype(name: str) -> Any:
 def dtype_name(dtype: Any) -> str:
     """``torch.float32`` -> ``"float32"``."""
     return str(dtype).replace("torch.", "")
-
-
-def is_floating(name: str) -> bool:
-    return name in FLOAT_DTYPES
 
 
 def int_view_dtype(name: str) -> str:

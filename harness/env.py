@@ -12,7 +12,7 @@ import platform
 import re
 import sys
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Optional
 
 from harness.errors import InputError
 
@@ -22,6 +22,7 @@ __all__ = [
     "Fingerprint",
     "check_device",
     "check_expected_torch",
+    "require_torch",
     "cuda_available",
     "fingerprint",
     "label_for",
@@ -140,19 +141,19 @@ def fingerprint(device: str) -> Fingerprint:
     )
 
 
-def check_expected_torch(expected: str | None) -> None:
+def require_torch(found: str, expected: Optional[str]) -> None:
     """The torch that runs must be the torch the session asked for (asdf's guard).
 
     `expected` comes from ``--expect-torch`` or ``TORCH_ROUNDTRIP_EXPECT_TORCH``.
     """
     expected = expected or os.environ.get("TORCH_ROUNDTRIP_EXPECT_TORCH")
-    if not expected:
-        return
+    if expected and _torch_release(found) != _torch_release(expected):
+        msg = f"this env runs torch {found} but torch {expected} was asked for: refusing to record results under the wrong label"
+        raise InputError(msg)
+
+
+def check_expected_torch(expected: Optional[str]) -> None:
+    """`require_torch` for the torch imported here."""
     import torch
 
-    if _torch_release(torch.__version__) != _torch_release(expected):
-        msg = (
-            f"this env runs torch {torch.__version__} from {os.path.dirname(torch.__file__)} "
-            f"but torch {expected} was asked for: refusing to record results under the wrong label"
-        )
-        raise InputError(msg)
+    require_torch(torch.__version__, expected)

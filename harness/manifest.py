@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -124,13 +123,6 @@ class Manifest:
     harness: str = ""
     schema: int = MANIFEST_SCHEMA
     digest_algorithm: str = ALGORITHM
-
-    @property
-    def id(self) -> str:
-        """Identifies this artifact's content: same id, same cells to run."""
-        from harness.digest import digest_bytes
-
-        return digest_bytes(json.dumps(self.to_dict(), sort_keys=True).encode())[:16]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -323,7 +315,3 @@ def _reference_bytes(t: Any) -> bytes:
         return b"".join(bytes(raw_bytes(p)) for p in parts)
     c = contiguous_cpu(t)
     return bytes(raw_bytes(c))
-
-
-def iter_records(view: View) -> Iterable[TensorRecord]:
-    return view.tensors.values()

@@ -20,7 +20,6 @@ __all__ = [
     "LoadOptions",
     "apply_sweep",
     "map_location_value",
-    "parse_options_id",
     "torch_load_kwargs",
     "torch_load_sweep",
 ]
@@ -61,20 +60,6 @@ class LoadOptions:
     @classmethod
     def from_dict(cls, d: dict) -> LoadOptions:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
-
-
-def parse_options_id(text: str) -> LoadOptions:
-    """The inverse of `LoadOptions.id`, for ``--cell`` on the command line."""
-    if text == "default":
-        return LoadOptions()
-    kw: dict = {}
-    for part in text.split(";"):
-        key, sep, value = part.partition("=")
-        if not sep or key not in LoadOptions.__dataclass_fields__:
-            msg = f"load options {text!r}: {part!r} is not key=value with a key among {', '.join(LoadOptions.__dataclass_fields__)}"
-            raise InputError(msg)
-        kw[key] = (value == "1") if key == "mmap" else value
-    return LoadOptions(**kw)
 
 
 def torch_load_sweep(cuda: bool) -> list:

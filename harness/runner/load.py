@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from harness import build_id
 from harness.digest import digest_bytes
-from harness.env import check_device, label_for
+from harness.env import check_device, label_for, require_torch
 from harness.errors import InputError
 from harness.expect import Expectations
 from harness.formats import FORMATS
@@ -166,12 +166,6 @@ def _predicted_target(device: str) -> tuple:
     return label_for(torch_version, python, device), torch_version, cuda_possible
 
 
-def _check_torch(found: str, expect_torch: Optional[str]) -> None:
-    if expect_torch and found.split("+")[0] != expect_torch.split("+")[0]:
-        msg = f"this env runs torch {found} but torch {expect_torch} was asked for: refusing to record results under the wrong label"
-        raise InputError(msg)
-
-
 def load_phase(
     artifacts: Path,
     results: Path,
@@ -192,7 +186,7 @@ def load_phase(
     expectations = expectations or Expectations.load()
     filters = filters or Filters()
     target, torch_version, cuda_possible = _predicted_target(device)
-    _check_torch(torch_version, expect_torch)
+    require_torch(torch_version, expect_torch)
     worker = Worker(device, env=worker_env)
     summary = LoadSummary(target)
     hello: dict = {}
@@ -202,7 +196,7 @@ def load_phase(
             started = time.perf_counter()
             hello.update(worker.start())
             summary.startup_seconds = time.perf_counter() - started
-            _check_torch(hello["hello"]["torch"], expect_torch)
+            require_torch(hello["hello"]["torch"], expect_torch)
             if hello["hello"]["label"] != target:
                 msg = f"the worker runs as {hello['hello']['label']}, not {target}: is another torch on its path?"
                 raise InputError(msg)
