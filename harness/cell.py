@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -98,8 +99,13 @@ class CaseContext(LoadContext):
         return result
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _first_line(text: str, limit: int = 2000) -> str:
-    return text.strip()[:limit]
+    # torch >= 2.6 puts terminal bold codes in its weights_only message;
+    # results are read in browsers and CI logs, not terminals.
+    return _ANSI.sub("", text).strip()[:limit]
 
 
 def skip_result(base: CellResult, reason: str) -> CellResult:
@@ -119,7 +125,7 @@ class _LogCapture(logging.Handler):
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             text += f": {type(exc).__name__}: {str(exc).strip()}"
-        self.texts.append(f"log {record.name}: {text}"[:600])
+        self.texts.append(f"log {record.name}: {_first_line(text)}"[:600])
 
 
 _LOGGERS: dict = {"seen": -1, "loggers": []}
@@ -155,7 +161,7 @@ def _capture_logs() -> Iterator[_LogCapture]:
 def _warning_notes(caught: list) -> list:
     notes, seen = [], set()
     for w in caught:
-        text = f"{w.category.__name__}: {str(w.message).strip()}"[:600]
+        text = f"{w.category.__name__}: {_first_line(str(w.message))}"[:600]
         if text not in seen:
             seen.add(text)
             notes.append(text)

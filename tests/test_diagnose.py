@@ -59,3 +59,9 @@ def test_warnings_are_read_too():
 
 def test_unknown_errors_get_no_diagnosis():
     assert diagnose("ValueError", "something else entirely", "state_dict", {}) is None
+
+
+def test_terminal_codes_are_stripped_from_recorded_errors():
+    from harness.cell import _first_line
+
+    assert _first_line("two options, \x1b[1mdo those steps\x1b[0m only") == "two options, do those steps only"
