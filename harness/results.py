@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
-__all__ = ["RESULT_SCHEMA", "CellResult", "Outcome", "cell_key", "validate_line"]
+__all__ = ["RESULT_SCHEMA", "CellResult", "Outcome", "cell_key", "line_key", "validate_line"]
 
 RESULT_SCHEMA = 1
 
@@ -95,6 +95,28 @@ def validate_line(d: Any) -> None:
 def cell_key(source: str, case: str, fmt: str, options_id: str) -> str:
     """What identifies a cell within one target env's results."""
     return f"{source}|{case}|{fmt}|{options_id}"
+
+
+_OPTIONS_IDS: dict = {}
+
+
+def _options_id(load: dict) -> str:
+    """`LoadOptions.id` of a load dict, cached: a run has few distinct option sets."""
+    from harness.options import LoadOptions
+
+    try:
+        frozen = tuple(sorted(load.items()))
+        cached = _OPTIONS_IDS.get(frozen)
+    except TypeError:  # an unhashable option value: compute it every time
+        return LoadOptions.from_dict(load).id
+    if cached is None:
+        cached = _OPTIONS_IDS[frozen] = LoadOptions.from_dict(load).id
+    return cached
+
+
+def line_key(d: dict) -> str:
+    """The cell key of a result line as read from a file (unique within its target)."""
+    return cell_key(d["source"], d["case"], d["format"], _options_id(d["load"]))
 
 
 @dataclass

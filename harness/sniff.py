@@ -169,18 +169,13 @@ def _count_tags(sniffed: Sniffed, facts: PickleFacts) -> None:
 
 
 def _read_pickle(zf: zipfile.ZipFile, name: str, sniffed: Sniffed) -> Optional[PickleFacts]:
-    info = zf.getinfo(name)
-    if info.file_size > MAX_PICKLE_BYTES:
-        sniffed.problems.append(f"{name} is {info.file_size} bytes, more than check scans ({MAX_PICKLE_BYTES})")
+    data = _read_capped(zf, name, sniffed)
+    if data is None:
         return None
     try:
-        with zf.open(info) as fh:
-            facts = scan(fh)
+        facts = scan(io.BytesIO(data))
     except PickleScanError as e:
         sniffed.problems.append(f"{name} is not a valid pickle: {e}")
-        return None
-    except Exception as e:  # BadZipFile (bad CRC), zlib.error, EOFError...: a damaged record
-        sniffed.problems.append(f"record {name} cannot be read: {type(e).__name__}: {_clip(str(e))}")
         return None
     sniffed.add_pickle(facts, name)
     return facts
@@ -285,7 +280,7 @@ def _nested(sniffed: Sniffed, data: bytes, label: str) -> Optional[PickleFacts]:
 def _read_capped(zf: zipfile.ZipFile, name: str, sniffed: Sniffed) -> Optional[bytes]:
     info = zf.getinfo(name)
     if info.file_size > MAX_PICKLE_BYTES:
-        sniffed.problems.append(f"record {name} is {info.file_size} bytes, more than check reads ({MAX_PICKLE_BYTES})")
+        sniffed.problems.append(f"record {name} is {info.file_size} bytes, more than check scans ({MAX_PICKLE_BYTES})")
         return None
     try:
         return zf.read(name)

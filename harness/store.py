@@ -220,14 +220,13 @@ class ResultsWriter:
         return self
 
     def recorded(self) -> dict:
-        """key -> artifact id of every cell already in the file."""
+        """key -> (artifact id, harness build) of every cell already in the file."""
+        from harness.results import line_key
+
         done: dict = {}
         if self.path.exists():
             for d in read_results(self.path):
-                from harness.options import LoadOptions
-                from harness.results import cell_key
-
-                done[cell_key(d["source"], d["case"], d["format"], LoadOptions.from_dict(d["load"]).id)] = (d.get("artifact"), d.get("harness"))
+                done[line_key(d)] = (d.get("artifact"), d.get("harness"))
         return done
 
     def write(self, result: Any) -> None:

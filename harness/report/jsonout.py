@@ -15,9 +15,9 @@ from typing import Optional
 from harness import __version__
 from harness.errors import InputError
 from harness.report.aggregate import BaselineDiff, totals
-from harness.report.merge import Conflict, line_key
+from harness.report.merge import Conflict
 from harness.report.model import ReportModel
-from harness.results import CellResult, validate_line
+from harness.results import CellResult, line_key
 from harness.store import read_json, write_text
 
 __all__ = ["REPORT_KIND", "REPORT_SCHEMA", "cell_dict", "read_report", "report_dict", "write_report_json"]
@@ -99,8 +99,8 @@ def read_report(path: Path, *, option: str = "--baseline") -> ReportModel:
     rows = []
     for i, d in enumerate(data["cells"]):
         try:
-            validate_line(d)
-            rows.append((d["target"], line_key(d), CellResult.from_dict(d)))
+            cell = CellResult.from_dict(d)  # validates the line first
+            rows.append((cell.target, line_key(d), cell))
         except (ValueError, TypeError) as e:
             msg = f"{path}: cells[{i}]: {e}"
             raise InputError(msg) from None

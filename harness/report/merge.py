@@ -16,32 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import InputError
-from harness.options import LoadOptions
 from harness.report.resultsdir import SIDECAR_SCHEMA, ResultsDir, read_results_dir
-from harness.results import cell_key
+from harness.results import line_key
 from harness.store import write_text
 
-__all__ = ["Conflict", "Merged", "line_key", "merge_dirs", "options_id", "require_lines", "write_merged"]
-
-_OPTIONS_IDS: dict = {}
-
-
-def options_id(load: dict) -> str:
-    """`LoadOptions.id` of a load dict, cached: a run has few distinct option sets."""
-    try:
-        frozen = tuple(sorted(load.items()))
-        cached = _OPTIONS_IDS.get(frozen)
-    except TypeError:  # an unhashable option value: compute it every time
-        return LoadOptions.from_dict(load).id
-    if cached is None:
-        cached = _OPTIONS_IDS[frozen] = LoadOptions.from_dict(load).id
-    return cached
-
-
-def line_key(d: dict) -> str:
-    """The cell key of a result line (unique within its target)."""
-    return cell_key(d["source"], d["case"], d["format"], options_id(d["load"]))
-
+__all__ = ["Conflict", "Merged", "merge_dirs", "require_lines", "write_merged"]
 
 @dataclass(frozen=True)
 class Conflict:

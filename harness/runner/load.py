@@ -26,7 +26,7 @@ from harness.expect import Expectations
 from harness.formats import FORMATS
 from harness.options import LoadOptions
 from harness.progress import Progress
-from harness.results import CellResult, Outcome, cell_key
+from harness.results import CellResult, Outcome, line_key
 from harness.runner.isolation import Worker, WorkerDied, WorkerTimeout
 from harness.store import ResultsWriter, discover_artifacts, read_json, read_results, write_json
 
@@ -140,7 +140,7 @@ def _compact(path: Path) -> None:
     total = 0
     for d in read_results(path):
         total += 1
-        lines[cell_key(d["source"], d["case"], d["format"], LoadOptions.from_dict(d["load"]).id)] = d
+        lines[line_key(d)] = d
     if len(lines) == total:
         return
     from harness.store import write_text
