@@ -20,9 +20,9 @@ import nox
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness.errors import InputError  # noqa: E402
 from harness.matrix import Matrix, parse_overrides, posargs, requirements  # noqa: E402
-from harness.versions import release  # noqa: E402
+from harness.runtime.errors import InputError  # noqa: E402
+from harness.runtime.versions import release  # noqa: E402
 
 nox.needs_version = ">=2024.4.15"
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -167,7 +167,7 @@ def check_env(session: nox.Session, env: str) -> None:
 @nox.session(python=False, default=False, requires=[f"check_env({i})" for i in LOAD_IDS])
 def check(session: nox.Session) -> None:
     """Check checkpoints someone else wrote in every env of the matrix: reports/check/summary.md."""
-    from harness.check_matrix import summarize
+    from harness.check.across_envs import summarize
 
     out = REPORTS / "check" / "summary.md"
     out.write_text(summarize(REPORTS / "check"), encoding="utf-8")

@@ -1,8 +1,18 @@
 """torch-roundtrip: save a model here, load it there, compare it bit for bit.
 
-The package runs inside every env of a compatibility matrix, from torch 2.0
-to the newest release, so it imports nothing heavy at module level and
-detects features instead of reading version strings.
+The package has three parts, and the tree shows which is which (see
+docs/ARCHITECTURE.md):
+
+- `harness.runtime`: everything that runs inside every env of the matrix and
+  decides what a save or a load records. `build_id` is a digest of exactly
+  this package, so editing it invalidates saved artifacts and recorded cells,
+  and editing anything else does not.
+- `harness.check`: diagnosing files someone else wrote (``check``).
+- host code: `harness.strategies`, `harness.matrix`, `harness.report`,
+  `harness.bench`, `harness.corpus` and the command line, `harness.cli`.
+
+Nothing imported by ``harness`` itself is heavy: the noxfile imports the
+matrix code in nox's own environment, where neither torch nor xxhash is.
 """
 
 import functools
@@ -13,29 +23,19 @@ __version__ = "0.1.0"
 
 __all__ = ["__version__", "build_id"]
 
-# Host-only code (reports, strategies) does not change what a save or a load
-# records, so editing it must not invalidate saved artifacts and results.
-_HOST_ONLY = (
-    "report", "strategies", "matrix.py", "bench.py", "check.py", "check_child.py", "check_report.py",
-    "check_torch.py", "check_matrix.py", "sniff.py",
-    "cli_extras.py", "progress.py",
-)
-
 
 @functools.cache
 def build_id() -> str:
-    """The version plus a digest of the code that saves and loads.
+    """The version plus a digest of `harness.runtime`, the code that saves and loads.
 
     Manifests and result lines carry it: a re-run reuses artifacts and cells
     recorded by the same build, and recomputes after any change to that code,
-    even without a version bump.
+    even without a version bump. The runtime imports nothing from outside its
+    package (a test checks it), so this digest covers all of that code.
     """
-    root = Path(__file__).resolve().parent
+    runtime = Path(__file__).resolve().parent / "runtime"
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
-        if rel.split("/")[0] in _HOST_ONLY:
-            continue
-        h.update(rel.encode())
+    for path in sorted(runtime.rglob("*.py")):
+        h.update(path.relative_to(runtime).as_posix().encode())
         h.update(path.read_bytes())
     return f"{__version__}+{h.hexdigest()[:10]}"

@@ -35,10 +35,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-__all__ = ["TARGETS", "register", "run_bench"]
+__all__ = ["BENCH_SCHEMA", "TARGETS", "BenchRecord", "run_bench"]
+
+#: Version of bench.json's layout (`BenchRecord`).
+BENCH_SCHEMA = 1
 
 TARGETS = {
     "verify_overhead_ratio": ("<=", 1.25),
@@ -69,7 +73,7 @@ def _median_time(fn: Callable[[], Any], repeat: int) -> float:
 def bench_digest(gib: float, repeat: int) -> dict:
     import torch
 
-    from harness.digest import digest_tensor
+    from harness.runtime.digest import digest_tensor
 
     n = int(gib * 2**30) // 8
     t = torch.arange(n, dtype=torch.int64)  # touched memory, not zero pages
@@ -78,7 +82,7 @@ def bench_digest(gib: float, repeat: int) -> dict:
 
 
 def _big_spec(gib: float) -> Any:
-    from harness.spec import Spec
+    from harness.runtime.spec import Spec
 
     layers = max(1, math.ceil(gib * 2**30 / (LAYER * LAYER * 4)))
     children = [{"kind": "linear", "in_features": LAYER, "out_features": LAYER, "name": f"fc{i}"} for i in range(layers)]
@@ -90,14 +94,14 @@ def bench_verify(work: Path, gib: float, repeat: int) -> dict:
     import torch
 
     from harness import build_id
-    from harness.builder import build
-    from harness.cell import CaseContext, run_cell
-    from harness.env import fingerprint
-    from harness.formats import FORMATS
-    from harness.manifest import Manifest
-    from harness.options import LoadOptions
-    from harness.results import CellResult, Outcome
-    from harness.runner.save import save_case
+    from harness.runtime.builder import build
+    from harness.runtime.env import fingerprint
+    from harness.runtime.formats import FORMATS
+    from harness.runtime.load_options import LoadOptions
+    from harness.runtime.manifest import Manifest
+    from harness.runtime.results import CellResult, Outcome
+    from harness.runtime.runner.cell import CaseContext, run_cell
+    from harness.runtime.runner.save import save_case
 
     spec = _big_spec(gib)
     fp = fingerprint("cpu")
@@ -141,13 +145,13 @@ def bench_verify(work: Path, gib: float, repeat: int) -> dict:
 def _rss_child(artifact: str, mmap: bool) -> None:
     """In a fresh process: one raw verification cell; print peak RSS growth in bytes."""
     from harness import build_id
-    from harness.cell import CaseContext, run_cell
-    from harness.env import fingerprint
-    from harness.formats import FORMATS
-    from harness.manifest import Manifest
-    from harness.options import LoadOptions
-    from harness.results import CellResult, Outcome
-    from harness.store import read_json
+    from harness.runtime.env import fingerprint
+    from harness.runtime.fileio import read_json
+    from harness.runtime.formats import FORMATS
+    from harness.runtime.load_options import LoadOptions
+    from harness.runtime.manifest import Manifest
+    from harness.runtime.results import CellResult, Outcome
+    from harness.runtime.runner.cell import CaseContext, run_cell
 
     directory = Path(artifact)
     manifest = Manifest.from_dict(read_json(directory / "manifest.json"))
@@ -200,8 +204,8 @@ def bench_rss(artifact: str) -> dict:
 
 
 def _save_and_load(specs: list, work: Path) -> dict:
-    from harness.formats import FORMATS
-    from harness.runner import load_phase, save_phase
+    from harness.runtime.formats import FORMATS
+    from harness.runtime.runner import load_phase, save_phase
 
     start = time.perf_counter()
     save_phase(work / "A", specs, "cpu", list(FORMATS.values()), progress=False)
@@ -218,7 +222,7 @@ def _generated(n: int, seed: int) -> list:
 
 
 def bench_cells(work: Path, generated: int) -> dict:
-    from harness.cases import curated
+    from harness.runtime.cases import curated
 
     specs = curated() + (_generated(generated, 1) if generated else [])
     _log(f"load phase over {len(specs)} cases")
@@ -232,13 +236,13 @@ def bench_process_per_cell(work: Path, run: dict, samples: int) -> dict:
     load_script = work / "naive_load.py"
     save_script.write_text(
         "import sys, json, torch\n"
-        "from harness.spec import Spec\nfrom harness.builder import build\n"
+        "from harness.runtime.spec import Spec\nfrom harness.runtime.builder import build\n"
         "spec = Spec.from_dict(json.load(open(sys.argv[1])))\n"
         "torch.save(build(spec).model.state_dict(), sys.argv[2])\n"
     )
     load_script.write_text(
         "import sys, json, torch\n"
-        "from harness.spec import Spec\nfrom harness.builder import build\n"
+        "from harness.runtime.spec import Spec\nfrom harness.runtime.builder import build\n"
         "spec = Spec.from_dict(json.load(open(sys.argv[1])))\n"
         "model = build(spec, 'empty').model\n"
         "model.load_state_dict(torch.load(sys.argv[2], map_location='cpu'))\n"
@@ -246,7 +250,7 @@ def bench_process_per_cell(work: Path, run: dict, samples: int) -> dict:
         "assert all(torch.equal(model.state_dict()[k].view(torch.uint8) if v.dtype.is_floating_point else model.state_dict()[k], "
         "v.view(torch.uint8) if v.dtype.is_floating_point else v) for k, v in expected.items() if v.is_contiguous() and v.layout == torch.strided)\n"
     )
-    from harness.cases import curated
+    from harness.runtime.cases import curated
 
     spec = next(s for s in curated() if s.name == "simple_net")
     spec_file = work / "spec.json"
@@ -308,7 +312,58 @@ def _met(key: str, value: Any) -> Optional[bool]:
     return value <= target if op == "<=" else value >= target
 
 
-def run_bench(out: Path, *, gib: float = 1.0, quick: bool = False, workdir: Optional[Path] = None) -> dict:
+@dataclass(frozen=True)
+class BenchRecord:
+    """bench.json: the figures of one bench run, with the targets they are held to.
+
+    `targets` and `met` are derived from `TARGETS` and written for readers
+    that do not know them; `raw` keeps every timing a figure came from.
+    """
+
+    figures: dict[str, Any]
+    quick: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    when: str = ""
+
+    @property
+    def targets(self) -> dict[str, str]:
+        return {k: (f"{op} {t:g}" if t is not None else "report") for k, (op, t) in TARGETS.items()}
+
+    @property
+    def met(self) -> dict[str, Optional[bool]]:
+        return {k: _met(k, self.figures.get(k) if not isinstance(self.figures.get(k), dict) else None) for k in TARGETS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": BENCH_SCHEMA, "quick": self.quick, "figures": self.figures, "targets": self.targets,
+            "met": self.met, "raw": self.raw, "machine": self.machine, "when": self.when,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BenchRecord:
+        """The record in `data`; ValueError (one line) when it is not bench.json of this schema."""
+        if not isinstance(data, dict) or not isinstance(data.get("figures"), dict):
+            msg = "bench.json is a JSON object with an object of figures"
+            raise ValueError(msg)
+        if data.get("schema") != BENCH_SCHEMA:
+            msg = f"schema={data.get('schema')!r} but this harness reads bench schema {BENCH_SCHEMA}"
+            raise ValueError(msg)
+        return cls(data["figures"], bool(data.get("quick")), data.get("raw", {}), data.get("machine", {}), str(data.get("when", "")))
+
+    def lines(self) -> list[str]:
+        """One line per figure: name, value, target and whether it is met."""
+        out = []
+        met = self.met
+        for key, target in self.targets.items():
+            value = self.figures.get(key)
+            shown = json.dumps(value) if not isinstance(value, float) else f"{value:.3g}"
+            flag = "" if met[key] is None else (" ok" if met[key] else " MISSED")
+            out.append(f"{key:24} {shown:>28}  target {target}{flag}")
+        return out
+
+
+def run_bench(out: Path, *, gib: float = 1.0, quick: bool = False, workdir: Optional[Path] = None) -> BenchRecord:
     """Measure everything and write `out` (bench.json)."""
     import torch
 
@@ -349,47 +404,18 @@ def run_bench(out: Path, *, gib: float = 1.0, quick: bool = False, workdir: Opti
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
-    result = {
-        "schema": 1,
-        "quick": quick,
-        "figures": figures,
-        "targets": {k: (f"{op} {t:g}" if t is not None else "report") for k, (op, t) in TARGETS.items()},
-        "met": {k: _met(k, figures.get(k) if not isinstance(figures.get(k), dict) else None) for k in TARGETS},
-        "raw": raw,
-        "machine": {
+    record = BenchRecord(
+        figures, quick=quick, raw=raw,
+        machine={
             "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
         },
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    from harness.store import write_json
+        when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    from harness.runtime.fileio import write_json
 
-    write_json(out, result)
-    return result
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    from harness.errors import InputError
-
-    if args.gib <= 0:
-        raise InputError(f"--gib={args.gib!r} must be > 0")
-    result = run_bench(Path(args.out), gib=args.gib, quick=args.quick, workdir=Path(args.work) if args.work else None)
-    for key in TARGETS:
-        value = result["figures"].get(key)
-        met = result["met"][key]
-        shown = json.dumps(value) if not isinstance(value, float) else f"{value:.3g}"
-        flag = "" if met is None else (" ok" if met else " MISSED")
-        print(f"{key:24} {shown:>28}  target {result['targets'][key]}{flag}")
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("bench", help="measure the harness's cost as ratios (writes bench.json)")
-    p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--gib", type=float, default=1.0, help="size of the big state_dict (default 1)")
-    p.add_argument("--quick", action="store_true", help="small sizes and few repeats: checks that it runs")
-    p.add_argument("--work", metavar="DIR", help="scratch directory (default: a temporary one)")
-    p.set_defaults(func=_cmd)
+    write_json(out, record.to_dict())
+    return record
 
 
 if __name__ == "__main__":

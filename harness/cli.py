@@ -1,5 +1,12 @@
 """The command line: ``torch-roundtrip <command>`` or ``python -m harness <command>``.
 
+Every command and every option is declared here, once; options that
+several commands take (``--quiet``, ``--expectations``, ``--timeout``,
+``--formats``, ``--expect-torch``) come from one helper each. A command
+function only turns parsed arguments into a call of the package and the
+call's result into an exit status; imports stay inside them, so ``--help``
+and the light commands never pay for torch, Jinja or Hypothesis.
+
 Exit status: 0 success; 1 the run found regressions or mismatches; 2 usage
 or input error (one line on stderr, never a traceback); 3 internal error (a
 bug in the harness: the message says how to get the traceback).
@@ -10,15 +17,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Optional
 
 from harness import __version__
-from harness.errors import HarnessError
+from harness.runtime.defaults import DEFAULT_TIMEOUT, PROG
+from harness.runtime.errors import HarnessError, InputError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-PROG = "torch-roundtrip"
+Command = Callable[[argparse.Namespace], int]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,7 +36,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
+# -- value types ---------------------------------------------------------------
+
+
+def _count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -42,13 +54,45 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
+    if not value > 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
     return value
 
 
+def _path(text: Optional[str]) -> Optional[Path]:
+    return Path(text) if text else None
+
+
+# -- options shared by several commands ---------------------------------------
+
+
+def _quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _expectations(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--expectations", metavar="FILE", help="expectations TOML to judge cells by (default: the shipped cases/expectations.toml)")
+
+
+def _timeout(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help=f"{what} (default {DEFAULT_TIMEOUT:g})")
+
+
+def _formats(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--formats", metavar="A,B", help="comma-separated formats (default: all)")
+
+
+def _env_phase(p: argparse.ArgumentParser) -> None:
+    """Options of the phases that nox runs inside an env."""
+    p.add_argument("--expect-torch", metavar="VERSION", help="refuse to run unless this env's torch is VERSION (nox sets it)")
+    _quiet(p)
+
+
+# -- commands ------------------------------------------------------------------
+
+
 def cmd_cases(args: argparse.Namespace) -> int:
-    from harness.cases import write_corpus
+    from harness.corpus import write_corpus
 
     specs = write_corpus(Path(args.out), generated=args.generated, seed=args.seed)
     print(f"wrote {len(specs)} cases ({args.generated} generated, seed {args.seed}) to {args.out}", file=sys.stderr)
@@ -56,14 +100,14 @@ def cmd_cases(args: argparse.Namespace) -> int:
 
 
 def cmd_save(args: argparse.Namespace) -> int:
-    from harness.cases import load_corpus
-    from harness.env import check_expected_torch
-    from harness.formats import parse_formats
-    from harness.runner import save_phase
-    from harness.usercases import user_specs
+    from harness.runtime.cases import load_corpus
+    from harness.runtime.env import check_expected_torch
+    from harness.runtime.formats import parse_formats
+    from harness.runtime.runner import save_phase
+    from harness.runtime.usercases import user_specs
 
     check_expected_torch(args.expect_torch)
-    specs = load_corpus(Path(args.cases) if args.cases else None)
+    specs = load_corpus(_path(args.cases))
     specs += user_specs(args.user_case or [])
     summary = save_phase(Path(args.out), specs, args.device, parse_formats(args.formats), progress=not args.quiet)
     print(
@@ -77,14 +121,14 @@ def cmd_save(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from harness.expect import Expectations
-    from harness.runner.load import Filters, load_phase
+    from harness.runtime.expect import Expectations
+    from harness.runtime.runner.load import Filters, load_phase
 
-    expectations = Expectations.load(Path(args.expectations) if args.expectations else None)
     filters = Filters(source=args.source, case=args.case, format=args.format, cell=args.cell)
     summary = load_phase(
         Path(args.artifacts), Path(args.results), device=args.device, timeout=args.timeout,
-        expectations=expectations, filters=filters, expect_torch=args.expect_torch, progress=not args.quiet,
+        expectations=Expectations.load(_path(args.expectations)), filters=filters,
+        expect_torch=args.expect_torch, progress=not args.quiet,
     )
     for line in summary.lines():
         print(line, file=sys.stderr)
@@ -92,16 +136,15 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from harness.expect import Expectations
-    from harness.formats import parse_formats
-    from harness.inprocess import roundtrip
-    from harness.options import LoadOptions
-    from harness.spec import load_specs
+    from harness.runtime.expect import Expectations
+    from harness.runtime.formats import parse_formats
+    from harness.runtime.load_options import LoadOptions
+    from harness.runtime.runner.inprocess import roundtrip
+    from harness.runtime.spec import load_specs
 
-    specs = load_specs(Path(args.spec))
     expectations = Expectations.load()
     status = 0
-    for spec in specs:
+    for spec in load_specs(Path(args.spec)):
         for r in roundtrip(spec, parse_formats(args.formats), expectations=expectations):
             flag = "" if not r.outcome.is_failure else (" (expected)" if r.expected else " REGRESSION")
             print(f"{spec.name} {r.format} [{LoadOptions.from_dict(r.load).id}]: {r.outcome.value}{flag} {r.detail[:300]}")
@@ -110,61 +153,145 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return status
 
 
-def _add_common_env(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--expect-torch", metavar="VERSION", help="refuse to run unless this env's torch is VERSION (nox sets it)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report.build import build_report
+
+    result = build_report(
+        [Path(p) for p in args.results], Path(args.out),
+        baseline=_path(args.baseline), expectations=_path(args.expectations), bench=_path(args.bench),
+        progress=not args.quiet,
+        envs=[e for e in args.envs.split(",") if e] if args.envs else None,
+    )
+    for line in result.lines():
+        print(line, file=sys.stderr)
+    return result.exit_status
 
 
-def build_parser(extras: tuple = ()) -> argparse.ArgumentParser:
-    """The parser of every command; `extras` register commands that live elsewhere."""
+def cmd_merge(args: argparse.Namespace) -> int:
+    from harness.report.merge import merge_dirs, require_lines, write_merged
+
+    merged = merge_dirs([Path(p) for p in args.results])
+    require_lines(merged)
+    written = write_merged(merged, Path(args.out))
+    print(
+        f"merge: {merged.total} cells of {len(merged.lines)} target envs from {len(args.results)} folders into {args.out} "
+        f"({len(written)} files; {merged.superseded} repeated lines, {len(merged.conflicts)} conflicts)",
+        file=sys.stderr,
+    )
+    for c in merged.conflicts[:20]:
+        print(f"  {c.line()}", file=sys.stderr)
+    if len(merged.conflicts) > 20:
+        print(f"  ... and {len(merged.conflicts) - 20} more conflicts", file=sys.stderr)
+    for w in merged.warnings:
+        print(f"  warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.check.checker import check_files
+    from harness.check.findings import exit_status, printable, render_json, render_text
+
+    reports = check_files(args.files, trust=args.trust, timeout=args.timeout)
+    print(render_json(reports, args.trust) if args.json else render_text(reports, args.trust))
+    if args.out:
+        from harness.runtime.fileio import write_text
+
+        write_text(Path(args.out), render_json(reports, args.trust) + "\n")
+    for r in reports:
+        if r.findings:
+            print(f"{PROG} check: {printable(r.path)}: {printable(r.summary)}", file=sys.stderr)
+    return exit_status(reports)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import run_bench
+
+    if not args.gib > 0:
+        msg = f"--gib={args.gib!r} must be > 0"
+        raise InputError(msg)
+    record = run_bench(Path(args.out), gib=args.gib, quick=args.quick, workdir=_path(args.work))
+    for line in record.lines():
+        print(line)
+    return 0
+
+
+# -- the parser ----------------------------------------------------------------
+
+
+def _add(sub: argparse._SubParsersAction, name: str, func: Command, help: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help)
+    p.set_defaults(func=func)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command."""
     parser = _Parser(prog=PROG, description="Save models here, load them there, compare bit for bit.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("cases", help="write a corpus: curated cases plus N generated ones")
+    p = _add(sub, "cases", cmd_cases, "write a corpus: curated cases plus N generated ones")
     p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--generated", type=_positive_int, default=0, metavar="N")
+    p.add_argument("--generated", type=_count, default=0, metavar="N")
     p.add_argument("--seed", type=int, default=0, metavar="S")
-    p.set_defaults(func=cmd_cases)
 
-    p = sub.add_parser("save", help="save every case in every format in this env")
+    p = _add(sub, "save", cmd_save, "save every case in every format in this env")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--cases", metavar="FILE", help="corpus from `cases` (default: the curated cases)")
     p.add_argument("--user-case", action="append", metavar="MODULE:FUNCTION", help="add your own model factory (repeatable)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "cuda-emulated"))
-    p.add_argument("--formats", metavar="A,B", help="comma-separated formats (default: all)")
-    _add_common_env(p)
-    p.set_defaults(func=cmd_save)
+    _formats(p)
+    _env_phase(p)
 
-    p = sub.add_parser("load", help="load every artifact under every load option in this env")
+    p = _add(sub, "load", cmd_load, "load every artifact under every load option in this env")
     p.add_argument("--artifacts", required=True, metavar="DIR")
     p.add_argument("--results", required=True, metavar="DIR")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--timeout", type=_seconds, default=120.0, metavar="SECONDS", help="per cell (default 120)")
-    p.add_argument("--expectations", metavar="FILE", help="expectations TOML (default: the shipped cases/expectations.toml)")
+    _timeout(p, "seconds one cell's load may take")
+    _expectations(p)
     p.add_argument("--source", metavar="LABEL[,LABEL]", help="only artifacts saved in these envs")
     p.add_argument("--case", metavar="NAME", help="only this case")
     p.add_argument("--format", metavar="NAME", help="only this format")
     p.add_argument("--cell", metavar="KEY", help="only this cell: SOURCE|CASE|FORMAT|OPTIONS, as the report prints it")
-    _add_common_env(p)
-    p.set_defaults(func=cmd_load)
+    _env_phase(p)
 
-    p = sub.add_parser("replay", help="round-trip the spec(s) in a JSON file in this env, in-process")
+    p = _add(sub, "replay", cmd_replay, "round-trip the spec(s) in a JSON file in this env, in-process")
     p.add_argument("spec", metavar="SPEC.json")
-    p.add_argument("--formats", metavar="A,B")
-    p.set_defaults(func=cmd_replay)
+    _formats(p)
 
-    for extra in extras:
-        extra(sub)
+    p = _add(sub, "report", cmd_report, "write the compatibility report (HTML, JSON, JUnit, Markdown) from result folders")
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR", help="result folders written by `load --results` (later ones win per cell)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where index.html, results.json, junit.xml and summary.md go")
+    p.add_argument("--baseline", metavar="FILE", help="results.json of an earlier report: list new, fixed and unchanged failures")
+    _expectations(p)
+    p.add_argument("--bench", metavar="FILE", help="bench figures to show (default: DIR/bench.json when it exists)")
+    p.add_argument("--envs", metavar="A,B", help="only cells between these env labels (a folder may hold older runs' results)")
+    _quiet(p)
+
+    p = _add(sub, "merge", cmd_merge, "combine result folders from several machines into one")
+    p.add_argument("results", nargs="+", metavar="RESULTS_DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="the merged result folder (empty, or one of the inputs)")
+
+    p = _add(sub, "check", cmd_check, "diagnose model files someone else wrote: format, tensors, globals, which loads work here")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--trust", action="store_true",
+                   help="also try loads that can run code from the file (weights_only=False, TorchScript, torch.export), in a child process")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON document to FILE (nox -s check collects them)")
+    _timeout(p, "seconds the trusted loads of one file may take together")
+
+    p = _add(sub, "bench", cmd_bench, "measure the harness's cost as ratios (writes bench.json)")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--gib", type=float, default=1.0, help="size of the big state_dict (default 1)")
+    p.add_argument("--quick", action="store_true", help="small sizes and few repeats: checks that it runs")
+    p.add_argument("--work", metavar="DIR", help="scratch directory (default: a temporary one)")
     return parser
 
 
-def main(argv: Optional[list] = None) -> int:
-    from harness import cli_extras
-
-    parser = build_parser(cli_extras.COMMANDS)
-    args = parser.parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command; its exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except HarnessError as e:

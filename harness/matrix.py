@@ -7,8 +7,8 @@ Python x device that can exist, with the packages each needs to import
 cleanly; combinations that cannot exist (a Python that torch release has no
 wheels for) are skipped with the reason, never attempted.
 
-Version numbers here are facts about releases (STYLE.md: "versions only in
-knowledge"), not feature switches.
+Version numbers here are facts about releases (which wheels exist, which
+numpy imports cleanly), never feature switches: the runtime detects features.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from harness.env import DEVICES, label_for
-from harness.errors import InputError
-from harness.format_names import FORMAT_NAMES
-from harness.versions import matches, release
+from harness.runtime.defaults import DEFAULT_TIMEOUT
+from harness.runtime.env import DEVICES, label_for
+from harness.runtime.errors import InputError
+from harness.runtime.format_names import FORMAT_NAMES
+from harness.runtime.versions import matches, release
 
 __all__ = ["PYTHON_SUPPORT", "Env", "Matrix", "Plan", "parse_overrides", "posargs", "python_support", "requirements"]
 
@@ -93,7 +94,7 @@ class Matrix:
     formats: tuple = ()
     generated: int = 0
     seed: int = 0
-    timeout: float = 120.0
+    timeout: float = DEFAULT_TIMEOUT
     user_cases: tuple = ()
     #: extra requirements every env installs (the package your user cases live in, ...)
     install: tuple = ()

@@ -24,7 +24,7 @@ def torch():
 
 @pytest.fixture(scope="session")
 def curated_specs():
-    from harness.cases import curated
+    from harness.runtime.cases import curated
 
     specs = curated()
     assert len(specs) >= 14, "the curated corpus lost cases"
@@ -42,6 +42,32 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
         [sys.executable, "-m", "harness", *args], cwd=cwd, env=full_env,
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run ``harness.cli.main(ARGS)`` in this process, as `run_cli` would in a new one.
+
+    Returns a CompletedProcess (returncode, stdout, stderr). Usage errors,
+    which argparse reports by raising SystemExit, give their exit status
+    too. Far faster than a process per call; tests of what only a real
+    process shows (a crash, the interpreter's own output) use `run_cli`.
+    """
+    import harness.cli
+
+    monkeypatch.setenv("TORCH_ROUNDTRIP_PLAIN", "1")
+    monkeypatch.delenv("TORCH_ROUNDTRIP_DEBUG", raising=False)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            code = harness.cli.main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["harness", *args], code, out, err)
+
+    return run
 
 
 def read_results(results_dir: Path) -> list:

@@ -5,8 +5,7 @@ must survive and returns `Hostile` records saying what ``check`` should say
 about each. Payload pickles run ``sh -c 'echo $PPID > MARKER'``: the marker
 file appears only if the payload ran, and holds the pid of the Python
 process that unpickled it, so a test can tell the harness process from a
-child. `run_check` runs the real CLI in a subprocess whether or not
-``harness.cli_extras`` registers ``check`` yet.
+child. `run_check` runs the real CLI in a subprocess.
 
 Not pytest-specific: ``python -c 'from tests.hostile_files import ...'``
 works under any torch, for checks in envs without pytest.
@@ -380,27 +379,12 @@ def rewrite_legacy_object(data: bytes, changes: list) -> bytes:
 
 
 def run_check(*args: str, cwd: Optional[Path] = None, timeout: float = 600, env: Optional[dict] = None) -> subprocess.CompletedProcess:
-    """``torch-roundtrip check ARGS`` through harness.cli.main, in a subprocess.
-
-    Adds ``check`` to the CLI only if ``harness.cli_extras`` does not
-    register it yet. The result also carries the subprocess's `pid`.
-    """
-    launcher = (
-        "import argparse, sys\n"
-        "from harness import check, cli_extras\n"
-        "probe = argparse.ArgumentParser().add_subparsers()\n"
-        "for register in cli_extras.COMMANDS:\n"
-        "    register(probe)\n"
-        "if 'check' not in probe.choices:\n"
-        "    cli_extras.COMMANDS.append(check.register)\n"
-        "from harness.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
+    """``torch-roundtrip check ARGS`` in a subprocess; the result also carries its `pid`."""
     full_env = dict(os.environ)
     full_env.pop("TORCH_ROUNDTRIP_DEBUG", None)
     full_env.update(env or {})
     proc = subprocess.Popen(
-        [sys.executable, "-c", launcher, "check", *args], cwd=cwd, env=full_env,
+        [sys.executable, "-m", "harness", "check", *args], cwd=cwd, env=full_env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.diagnose import diagnose
+from harness.runtime.diagnose import diagnose
 
 # Verbatim (abridged where marked) from torch 2.4.1 and 2.15.0 and safetensors 0.8.
 CASES = [
@@ -41,7 +41,7 @@ def test_rule(etype, message, code, fix):
 def test_an_unknown_class_is_still_weights_only_refused():
     """The code rule leaves ordinary refusals to the weights_only rule (and its add_safe_globals fix)."""
     message = ("Weights only load failed. [...] WeightsUnpickler error: Unsupported global: GLOBAL "
-               "harness.model.CaseModel was not an allowed global by default.")
+               "harness.runtime.casemodel.CaseModel was not an allowed global by default.")
     found = diagnose("UnpicklingError", message, "full_model", {"weights_only": "true"})
     assert found is not None and found.code == "weights_only_refused"
 
@@ -54,7 +54,7 @@ def test_a_protocol_2_operand_is_not_a_protocol_problem():
 def test_truncated_safetensors_through_check(tmp_path):
     st = pytest.importorskip("safetensors.torch")
     torch = pytest.importorskip("torch")
-    from harness.check import check_file
+    from harness.check.checker import check_file
 
     whole = tmp_path / "whole.safetensors"
     st.save_file({"w": torch.ones(8)}, str(whole))

@@ -29,7 +29,7 @@ def _model(torch):
 @pytest.fixture(scope="module")
 def files(torch, tmp_path_factory):
     """One file per format (and a few variants), made with this torch; name -> path."""
-    from harness.emulation import emulate_cuda
+    from harness.runtime.emulation import emulate_cuda
 
     root = tmp_path_factory.mktemp("formats")
     model = _model(torch)
@@ -69,7 +69,7 @@ def files(torch, tmp_path_factory):
 
 
 def _check(path, **kw):
-    from harness.check import check_file
+    from harness.check.checker import check_file
 
     return check_file(path, cuda=False, **kw)
 
@@ -214,8 +214,8 @@ def test_full_model_loads_with_trust_in_a_child(files):
 
 def test_scan_finds_the_globals_torch_finds(files, torch):
     """The pickletools fallback and torch's own static scan agree on a full-model pickle."""
-    from harness.check import weights_only_allowlist
-    from harness.pickle_scan import scan
+    from harness.check.checker import weights_only_allowlist
+    from harness.check.pickle_scan import scan
 
     finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
     if finder is None:
@@ -268,7 +268,7 @@ def test_torchscript_and_export_load_with_trust(files):
 
 def test_default_weights_only_is_asked_of_torch(torch, monkeypatch, files):
     """With the default forced to a full unpickle, check stops running default loads itself."""
-    from harness.check import default_weights_only
+    from harness.check.checker import default_weights_only
 
     if "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in inspect.getsource(torch.serialization):
         pytest.skip("this torch has no TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
@@ -300,7 +300,7 @@ def test_exit_status_and_json(files, tmp_path):
 
 
 def test_report_round_trips_through_json(files):
-    from harness.check import FileReport
+    from harness.check.checker import FileReport
 
     report = _check(files["cuda_state_dict.pt"])
     again = FileReport.from_dict(json.loads(json.dumps(report.to_dict())))

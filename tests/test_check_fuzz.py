@@ -114,7 +114,7 @@ def _alarm(signum, frame):
 
 
 def _check_mutant(path: Path) -> None:
-    from harness.check import FileReport, check_file
+    from harness.check.checker import FileReport, check_file
 
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(EXAMPLE_TIMEOUT)

@@ -49,7 +49,7 @@ def _snapshot(directory: Path) -> dict:
 @pytest.mark.parametrize("name", CORPUS_NAMES)
 def test_check_survives(corpus, name):
     """In-process API: a report with the expected format and finding, and no payload run."""
-    from harness.check import check_file
+    from harness.check.checker import check_file
 
     h = corpus[name]
     before = _snapshot(h.path.parent)
@@ -70,7 +70,7 @@ def test_check_survives(corpus, name):
 
 @pytest.mark.parametrize("name", PAYLOADS)
 def test_payload_is_named(corpus, name):
-    from harness.check import check_file
+    from harness.check.checker import check_file
 
     report = check_file(corpus[name].path, cuda=False)
     assert "posix.system" in report.code_globals or "nt.system" in report.code_globals
@@ -79,7 +79,7 @@ def test_payload_is_named(corpus, name):
 
 def test_inconsistent_files_never_reach_torch_here(corpus):
     """Declared sizes that the bytes do not back are caught before torch allocates them."""
-    from harness.check import check_file
+    from harness.check.checker import check_file
 
     for name in ("absurd_zip.pt", "absurd_legacy.pt", "tensor_past_storage.pt", "missing_storage.pt", "duplicate_records.pt",
                  "zip_bomb.pt", "tar_polyglot.pt"):
@@ -102,7 +102,7 @@ def test_tar_polyglot_is_a_tar(corpus):
 
 def test_torch_reader_must_agree(torch, tmp_path, monkeypatch):
     """An archive whose records torch's reader sees differently (a TorchScript one) is not loaded here."""
-    from harness.check import check_file
+    from harness.check.checker import check_file
 
     path = tmp_path / "sd.pt"
     torch.save({"w": torch.ones(2)}, str(path))
@@ -181,8 +181,8 @@ def test_unreadable_file_exit_2(tmp_path):
 
 
 def test_fifo_is_refused_without_blocking(tmp_path):
-    from harness.check import check_paths
-    from harness.errors import InputError
+    from harness.check.checker import check_paths
+    from harness.runtime.errors import InputError
 
     if not hasattr(os, "mkfifo"):
         pytest.skip("no FIFOs here")
@@ -199,7 +199,7 @@ def _marker_pid(marker: Path) -> int:
 @pytest.mark.parametrize("name", ["payload_zip.pt", "payload_legacy.pt"])
 def test_trust_runs_payload_only_in_a_child(corpus, name):
     """With --trust the full unpickle happens, in a child of the harness, and the report says where."""
-    from harness.check import check_file
+    from harness.check.checker import check_file
 
     h = corpus[name]
     report = check_file(h.path, trust=True, timeout=120, cuda=False)
@@ -228,7 +228,7 @@ def test_trust_cli_says_child(corpus, tmp_path):
 
 @pytest.mark.slow
 def test_trust_survives_hang_and_crash(torch, tmp_path):
-    from harness.check import check_file
+    from harness.check.checker import check_file
 
     paths = hang_and_crash(tmp_path)
     start = time.monotonic()

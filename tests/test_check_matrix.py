@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from harness.check_matrix import summarize
+from harness.check.across_envs import summarize
 
 
 def test_summary_rows(tmp_path):

@@ -26,7 +26,7 @@ import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import torch
 from tests.hostile_files import write_corpus
-from harness.check import check_file, default_weights_only
+from harness.check.checker import check_file, default_weights_only
 out = {"torch": torch.__version__, "default": default_weights_only(),
        "finder": hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"), "files": {}}
 for name, h in write_corpus(os.path.join(sys.argv[2], "corpus")).items():

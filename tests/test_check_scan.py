@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from harness.pickle_scan import PickleScanError, runs_code, scan
+from harness.check.pickle_scan import PickleScanError, scan
+from harness.runtime.unsafe_globals import runs_code
 
 
 class _Command:
@@ -87,7 +88,7 @@ def test_deep_nesting_does_not_exhaust_the_stack(body):
 
 def test_check_survives_a_deep_pickle(torch, tmp_path):
     """Through the whole command: the scanner, torch's weights_only unpickler, the report."""
-    from harness.check import check_file
+    from harness.check.checker import check_file
     from tests.hostile_files import crafted_zip
 
     path = tmp_path / "deep.pt"

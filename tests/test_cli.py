@@ -1,4 +1,8 @@
-"""Bad input gets one clear line and exit status 2, never a traceback."""
+"""Bad input gets one clear line and exit status 2, never a traceback.
+
+Most cases run the CLI in this process (the `cli` fixture); one runs it as
+a user does, in a new process, to show that nothing else reaches stderr.
+"""
 
 from __future__ import annotations
 
@@ -18,69 +22,76 @@ def one_line_error(done, *words):
     return lines[0]
 
 
-def test_missing_artifacts_dir(tmp_path):
+def test_missing_artifacts_dir(cli, tmp_path):
     pytest.importorskip("torch")
-    done = run_cli("load", "--artifacts", str(tmp_path / "nope"), "--results", str(tmp_path / "R"))
+    done = cli("load", "--artifacts", str(tmp_path / "nope"), "--results", str(tmp_path / "R"))
     one_line_error(done, "--artifacts", "does not exist", "save --out")
 
 
-def test_artifacts_is_a_file(tmp_path):
+def test_artifacts_is_a_file(cli, tmp_path):
     pytest.importorskip("torch")
     (tmp_path / "f").write_text("x")
-    done = run_cli("load", "--artifacts", str(tmp_path / "f"), "--results", str(tmp_path / "R"))
+    done = cli("load", "--artifacts", str(tmp_path / "f"), "--results", str(tmp_path / "R"))
     one_line_error(done, "is not a directory")
 
 
-def test_bad_spec_names_case_and_field(tmp_path):
+def test_bad_spec_names_case_and_field(cli, tmp_path):
     pytest.importorskip("torch")
     cases = tmp_path / "cases.json"
     cases.write_text(json.dumps({"cases": [{"name": "x", "model": {"kind": "sequential", "children": [{"kind": "linear", "in_features": 2}]}}]}))
-    done = run_cli("save", "--out", str(tmp_path / "A"), "--cases", str(cases))
+    done = cli("save", "--out", str(tmp_path / "A"), "--cases", str(cases))
     one_line_error(done, "case 'x'", "model.children[0].out_features", "required")
 
 
 @pytest.mark.parametrize("content", ["", "{", "[1, 2]", '{"cases": 3}'])
-def test_unreadable_cases_file(tmp_path, content):
+def test_unreadable_cases_file(cli, tmp_path, content):
     pytest.importorskip("torch")
     cases = tmp_path / "cases.json"
     cases.write_text(content)
-    done = run_cli("save", "--out", str(tmp_path / "A"), "--cases", str(cases))
+    done = cli("save", "--out", str(tmp_path / "A"), "--cases", str(cases))
     one_line_error(done, "cases.json")
 
 
-def test_cuda_without_a_gpu(tmp_path):
+def test_cuda_without_a_gpu(cli, tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this host has a GPU")
-    done = run_cli("save", "--out", str(tmp_path / "A"), "--device", "cuda")
+    done = cli("save", "--out", str(tmp_path / "A"), "--device", "cuda")
     one_line_error(done, "--device=cuda", "torch.cuda.is_available() is False", "cuda-emulated")
 
 
-def test_unknown_format(tmp_path):
+def test_unknown_format(cli, tmp_path):
     pytest.importorskip("torch")
-    done = run_cli("save", "--out", str(tmp_path / "A"), "--formats", "state_dict,onnx")
+    done = cli("save", "--out", str(tmp_path / "A"), "--formats", "state_dict,onnx")
     one_line_error(done, "format='onnx'", "state_dict")
 
 
-def test_usage_errors_are_one_line():
-    done = run_cli("load", "--artifacts")
+def test_usage_errors_are_one_line(cli):
+    done = cli("load", "--artifacts")
     one_line_error(done, "--artifacts", "--help")
-    done = run_cli("frobnicate")
+    done = cli("frobnicate")
     one_line_error(done, "invalid choice")
-    done = run_cli("load", "--artifacts", "A", "--results", "R", "--timeout", "-1")
+    done = cli("load", "--artifacts", "A", "--results", "R", "--timeout", "-1")
     one_line_error(done, "--timeout")
 
 
-def test_wrong_torch_is_refused(tmp_path):
+def test_wrong_torch_is_refused(cli, tmp_path):
     pytest.importorskip("torch")
-    done = run_cli("save", "--out", str(tmp_path / "A"), "--expect-torch", "1.13.1")
+    done = cli("save", "--out", str(tmp_path / "A"), "--expect-torch", "1.13.1")
     one_line_error(done, "torch 1.13.1 was asked for", "refusing")
 
 
-def test_replay_reproduces_a_spec(tmp_path):
+def test_replay_reproduces_a_spec(cli, tmp_path):
     pytest.importorskip("torch")
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"name": "r", "model": {"kind": "sequential", "children": [{"kind": "linear", "in_features": 2, "out_features": 2}]}}))
-    done = run_cli("replay", str(spec), "--formats", "state_dict,safetensors")
+    done = cli("replay", str(spec), "--formats", "state_dict,safetensors")
     assert done.returncode == 0, done.stderr
     assert "r state_dict [apply=strict;" in done.stdout and "pass" in done.stdout
+
+
+def test_usage_errors_are_one_line_in_a_real_process(tmp_path):
+    done = run_cli("load", "--artifacts", str(tmp_path / "nope"), "--results", str(tmp_path / "R"))
+    one_line_error(done, "--artifacts", "does not exist")
+    done = run_cli("frobnicate")
+    one_line_error(done, "invalid choice")

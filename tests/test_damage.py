@@ -17,13 +17,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from harness import __version__  # noqa: E402
-from harness.cell import CaseContext, run_cell  # noqa: E402
-from harness.env import fingerprint  # noqa: E402
-from harness.formats import FORMATS  # noqa: E402
-from harness.manifest import Manifest, module_snapshot  # noqa: E402
-from harness.options import LoadOptions  # noqa: E402
-from harness.results import CellResult, Outcome  # noqa: E402
-from harness.runner.save import save_case  # noqa: E402
+from harness.runtime.env import fingerprint  # noqa: E402
+from harness.runtime.formats import FORMATS  # noqa: E402
+from harness.runtime.load_options import LoadOptions  # noqa: E402
+from harness.runtime.manifest import Manifest, module_snapshot  # noqa: E402
+from harness.runtime.results import CellResult, Outcome  # noqa: E402
+from harness.runtime.runner.cell import CaseContext, run_cell  # noqa: E402
+from harness.runtime.runner.save import save_case  # noqa: E402
 
 CASES = ("simple_net", "special_values", "mixed_dtypes", "tied_lm")
 

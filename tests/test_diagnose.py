@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from harness.diagnose import diagnose
+from harness.runtime.diagnose import diagnose
 
 WEIGHTS_ONLY = (
     "Weights only load failed. This file can still be loaded, to do so you have two options, do those steps only if "
     "you trust the source of the checkpoint. \n\t(1) In PyTorch 2.6, we changed the default value of the `weights_only` "
     "argument in `torch.load` from `False` to `True`. ...\n\t(2) Alternatively, to load with `weights_only=True` please "
     "check the recommended steps in the following error message.\n\tWeightsUnpickler error: Unsupported global: GLOBAL "
-    "harness.model.CaseModel was not an allowed global by default."
+    "harness.runtime.casemodel.CaseModel was not an allowed global by default."
 )
 CUDA = ("Attempting to deserialize object on a CUDA device but torch.cuda.is_available() is False. If you are running on a "
         "CPU-only machine, please use torch.load with map_location=torch.device('cpu') to map your storages to the CPU.")
@@ -25,7 +25,7 @@ PREFIX = ('Error(s) in loading state_dict for CaseModel:\n\tMissing key(s) in st
 
 @pytest.mark.parametrize(("etype", "message", "fmt", "load", "code", "fix_words"), [
     ("UnpicklingError", WEIGHTS_ONLY, "full_model", {"weights_only": "default"}, "weights_only_refused", "state_dict"),
-    ("UnpicklingError", WEIGHTS_ONLY, "checkpoint", {"weights_only": "true"}, "weights_only_refused", "add_safe_globals([harness.model.CaseModel])"),
+    ("UnpicklingError", WEIGHTS_ONLY, "checkpoint", {"weights_only": "true"}, "weights_only_refused", "add_safe_globals([harness.runtime.casemodel.CaseModel])"),
     ("RuntimeError", CUDA, "state_dict", {}, "cuda_storage_on_cpu_host", 'map_location="cpu"'),
     # torch < 2.5 wraps the CUDA error in a weights_only one: the CUDA cause wins
     ("UnpicklingError", OLD_TORCH_CUDA, "state_dict", {"weights_only": "true"}, "cuda_storage_on_cpu_host", "map_location"),
@@ -47,7 +47,7 @@ def test_known_failures(etype, message, fmt, load, code, fix_words):
 
 def test_weights_only_names_the_globals_and_the_default():
     d = diagnose("UnpicklingError", WEIGHTS_ONLY, "full_model", {"weights_only": "default"})
-    assert "harness.model.CaseModel" in d.summary and "default" in d.summary
+    assert "harness.runtime.casemodel.CaseModel" in d.summary and "default" in d.summary
 
 
 def test_warnings_are_read_too():
@@ -62,6 +62,9 @@ def test_unknown_errors_get_no_diagnosis():
 
 
 def test_terminal_codes_are_stripped_from_recorded_errors():
-    from harness.cell import _first_line
+    from harness.runtime.messages import clean
 
-    assert _first_line("two options, \x1b[1mdo those steps\x1b[0m only") == "two options, do those steps only"
+    assert clean("two options, \x1b[1mdo those steps\x1b[0m only") == "two options, do those steps only"
+    # every CSI sequence, not only colours: a cursor move or an erase too
+    assert clean("\x1b[2K\x1b[1Gloading\x1b[?25l done ") == "loading done"
+    assert clean("x" * 50, limit=10) == "x" * 10

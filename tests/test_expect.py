@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import InputError
-from harness.expect import Expectations
-from harness.results import CellResult, Outcome
+from harness.runtime.errors import InputError
+from harness.runtime.expect import Expectations
+from harness.runtime.results import CellResult, Outcome
 
 
 def cell(**kw):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import InputError
 from harness.matrix import Matrix, parse_overrides, posargs, python_support, requirements
+from harness.runtime.errors import InputError
 
 REPO_PYPROJECT = __import__("conftest").REPO / "pyproject.toml"
 
 
 def test_default_matrix_straddles_the_weights_only_flip():
     m = Matrix.from_pyproject(REPO_PYPROJECT)
-    from harness.versions import matches
+    from harness.runtime.versions import matches
 
     assert any(matches(v, "<2.6") for v in m.torch) and any(matches(v, ">=2.6") for v in m.torch)
     assert "cuda-emulated" in m.devices and "cpu" in m.devices

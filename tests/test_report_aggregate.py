@@ -5,21 +5,21 @@ from __future__ import annotations
 import pytest
 from report_fixtures import AE, MINIATURE_COUNTS, A, B, line, miniature, write_expectations
 
-from harness.expect import Expectations
 from harness.report.aggregate import (
     Category,
     Counts,
     Verdict,
     category,
     diff_baseline,
+    env_grid,
     format_view,
-    matrix,
     top_failures,
     totals,
     verdict,
 )
 from harness.report.model import build_model
-from harness.results import CellResult
+from harness.runtime.expect import Expectations
+from harness.runtime.results import CellResult
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_worst_of_only_expected_failures_is_none():
 
 
 def test_matrix_counts_of_the_miniature(model):
-    got = {pair: c.to_dict() for pair, c in matrix(model.cells).items()}
+    got = {pair: c.to_dict() for pair, c in env_grid(model.cells).items()}
     want = {pair: {**counts, "total": sum(v for k, v in counts.items() if k != "worst")} for pair, counts in MINIATURE_COUNTS.items()}
     assert got == want
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from harness.errors import InputError
 from harness.report.bench import read_bench
+from harness.runtime.errors import InputError
 
 
 def write(tmp_path, data) -> str:

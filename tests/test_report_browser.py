@@ -14,11 +14,11 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from report_fixtures import copy_real, miniature, write_expectations
 
-from harness.expect import Expectations
-from harness.report.aggregate import format_view, matrix, verdict
+from harness.report.aggregate import env_grid, format_view, verdict
 from harness.report.build import build_report
 from harness.report.model import build_model
 from harness.report.repro import repro_commands
+from harness.runtime.expect import Expectations
 
 pytestmark = pytest.mark.browser
 
@@ -117,7 +117,7 @@ def test_matrix_shows_every_env(tab, real):
 def test_page_aggregates_agree_with_python(tab, real):
     tab.open(real["url"])
     model = real["model"]
-    want = {f"{s} -> {t}": {k: v for k, v in c.to_dict().items() if k != "total"} for (s, t), c in matrix(model.cells).items()}
+    want = {f"{s} -> {t}": {k: v for k, v in c.to_dict().items() if k != "total"} for (s, t), c in env_grid(model.cells).items()}
     assert tab.page.evaluate("window.__report.matrixCounts()") == want
     verdicts = {f"{f} {s} -> {t}": verdict(c).value for (f, s, t), c in format_view(model.cells).items()}
     assert tab.page.evaluate("window.__report.formatVerdicts()") == verdicts
@@ -170,7 +170,7 @@ def test_filters_live_in_the_url(tab, context, real):
     # the format filter narrows the format view to its row, and the matrix counts to the format
     assert tab.page.eval_on_selector_all("#format-table tbody th", "ths => ths.map(t => t.textContent)") == ["exported"]
     assert tab.page.text_content("#matrix-note") == "counts include only cells with format=exported"
-    exported = matrix([r for r in model.cells if r.format == "exported"])
+    exported = env_grid([r for r in model.cells if r.format == "exported"])
     for (s, t), c in exported.items():
         shown = tab.page.eval_on_selector_all(
             f'#matrix-table td.mx[data-source="{s}"][data-target="{t}"] .n', "ns => Object.fromEntries(ns.map(n => [n.dataset.k, +n.textContent]))",

@@ -11,8 +11,6 @@ import pytest
 from conftest import run_cli
 from report_fixtures import A, B, copy_real, line, miniature, write_expectations, write_results
 
-import harness.cli
-
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full = {**os.environ, "TORCH_ROUNDTRIP_PLAIN": "1", **(env or {})}
@@ -21,13 +19,12 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def main(capsys):
-    """Run harness.cli.main in-process with the report commands registered."""
+def main(cli):
+    """Run harness.cli.main in this process: (exit status, stderr)."""
 
     def run(*argv: str) -> tuple:
-        code = harness.cli.main(list(argv))
-        _, err = capsys.readouterr()
-        return code, err
+        done = cli(*argv)
+        return done.returncode, done.stderr
 
     return run
 

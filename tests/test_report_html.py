@@ -10,10 +10,10 @@ import struct
 import pytest
 from report_fixtures import A, B, line, miniature, write_expectations, write_results
 
-from harness.expect import Expectations
 from harness.report.aggregate import category
 from harness.report.html import pack, render_html
 from harness.report.model import build_model
+from harness.runtime.expect import Expectations
 
 _FMT = {"u8": "B", "u16": "H", "u32": "I", "f32": "f"}
 

@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from report_fixtures import A, B, line, miniature, write_expectations, write_results
 
-from harness.errors import InputError
-from harness.expect import Expectations
 from harness.report.jsonout import REPORT_KIND, read_report, report_dict, write_report_json
 from harness.report.merge import merge_dirs
 from harness.report.model import build_model, model_from_merged
-from harness.results import CellResult
+from harness.runtime.errors import InputError
+from harness.runtime.expect import Expectations
+from harness.runtime.results import CellResult
 
 
 @pytest.fixture

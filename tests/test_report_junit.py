@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from report_fixtures import XSD, A, B, copy_real, line, miniature, write_expectations, write_results
 
-from harness.expect import Expectations
 from harness.report.junit import junit_xml, write_junit
 from harness.report.model import build_model
+from harness.runtime.expect import Expectations
 
 xmlschema = pytest.importorskip("xmlschema", reason="validating junit.xml needs xmlschema (in the test extra)")
 

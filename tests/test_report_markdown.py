@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from report_fixtures import AE, A, B, line, miniature, write_expectations, write_results
 
-from harness.expect import Expectations
 from harness.report.aggregate import diff_baseline
 from harness.report.markdown import summary_markdown
 from harness.report.model import build_model
+from harness.runtime.expect import Expectations
 
 
 def mini(tmp_path):

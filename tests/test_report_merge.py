@@ -17,16 +17,16 @@ from report_fixtures import (
     write_results,
 )
 
-from harness.errors import InputError
 from harness.report.merge import merge_dirs, write_merged
 from harness.report.resultsdir import read_results_dir
+from harness.runtime.errors import InputError
 
 
 def test_reads_every_target_with_its_sidecar(tmp_path):
     rd = read_results_dir(miniature(tmp_path / "R"))
     assert sorted(rd.targets) == sorted([A, B])
     assert len(rd.targets[B].lines) == 9 and len(rd.targets[A].lines) == 3
-    assert rd.targets[B].sidecar["target"]["label"] == B
+    assert rd.targets[B].sidecar.target["label"] == B
     assert [n for n, _ in rd.targets[A].lines] == [1, 2, 3]
 
 

@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from harness.expect import Expectations  # noqa: E402
-from harness.formats import FORMATS  # noqa: E402
-from harness.inprocess import roundtrip  # noqa: E402
-from harness.results import Outcome  # noqa: E402
+from harness.runtime.expect import Expectations  # noqa: E402
+from harness.runtime.formats import FORMATS  # noqa: E402
+from harness.runtime.results import Outcome  # noqa: E402
+from harness.runtime.runner.inprocess import roundtrip  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from harness.errors import InputError, SpecError
-from harness.spec import Spec, load_specs
+from harness.runtime.errors import InputError, SpecError
+from harness.runtime.spec import Spec, load_specs
 
 GOOD = {
     "name": "tiny",
@@ -94,8 +94,8 @@ def test_curated_cases_cover_the_issue_list(curated_specs):
 
 
 def test_build_is_deterministic(torch, curated_specs):
-    from harness.builder import build
-    from harness.manifest import module_snapshot, record_view
+    from harness.runtime.builder import build
+    from harness.runtime.manifest import module_snapshot, record_view
 
     for name in ("simple_net", "tied_lm", "special_values", "cnn_batchnorm"):
         a = record_view(module_snapshot(build(curated_specs[name]).model))
@@ -104,7 +104,7 @@ def test_build_is_deterministic(torch, curated_specs):
 
 
 def test_simple_net_is_the_tutorial_model(torch, curated_specs):
-    from harness.builder import build
+    from harness.runtime.builder import build
 
     built = build(curated_specs["simple_net"])
     shapes = {k: tuple(v.shape) for k, v in built.model.state_dict().items()}
@@ -117,7 +117,7 @@ def test_simple_net_is_the_tutorial_model(torch, curated_specs):
 
 
 def test_empty_mode_poisons_everything_it_will_load(torch, curated_specs):
-    from harness.builder import POISON_BYTE, build
+    from harness.runtime.builder import POISON_BYTE, build
 
     model = build(curated_specs["buffers"], "empty").model
     state = model.state_dict()

@@ -12,16 +12,16 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis_profiles import scaled
 
-from harness.layers import KINDS
-from harness.spec import Spec
+from harness.runtime.layers import KINDS
+from harness.runtime.spec import Spec
 from harness.strategies import layer_tensors, layers, models, specs
 
 
 @scaled(5)
 @given(specs())
 def test_every_drawn_spec_validates_and_builds_in_every_mode(torch, data):
-    from harness.builder import build
-    from harness.errors import Unsupported
+    from harness.runtime.builder import build
+    from harness.runtime.errors import Unsupported
 
     spec = Spec.from_dict(data)
     assert json.loads(json.dumps(data)) == data, "a spec must be plain JSON"
@@ -36,7 +36,7 @@ def test_every_drawn_spec_validates_and_builds_in_every_mode(torch, data):
 @scaled(10)
 @given(layers())
 def test_layer_tensors_match_what_torch_registers(torch, node):
-    from harness.dtypes import to_dtype
+    from harness.runtime.dtypes import to_dtype
 
     kind = KINDS[node["kind"]]
     fields = {f.name: node.get(f.name, f.default) for f in kind.fields}
@@ -53,7 +53,7 @@ def test_layer_tensors_match_what_torch_registers(torch, node):
 @scaled(10)
 @given(st.data())
 def test_layers_accepting_a_signature_fit_after_it(data):
-    from harness.spec import chain_signature
+    from harness.runtime.spec import chain_signature
 
     first = data.draw(layers(), label="first")
     sig = chain_signature(first, "model", None)
@@ -127,8 +127,8 @@ FOUND = {
 
 @pytest.mark.parametrize("name", sorted(FOUND))
 def test_specs_the_strategy_found_build_or_skip_with_a_reason(torch, name):
-    from harness.builder import build
-    from harness.errors import Unsupported
+    from harness.runtime.builder import build
+    from harness.runtime.errors import Unsupported
 
     spec = Spec.from_dict({"name": name, **FOUND[name]})
     for mode in ("init", "empty", "meta"):
@@ -140,7 +140,7 @@ def test_specs_the_strategy_found_build_or_skip_with_a_reason(torch, name):
 
 
 def test_a_model_without_parameters_skips_only_the_checkpoint(torch):
-    from harness.inprocess import roundtrip
+    from harness.runtime.runner.inprocess import roundtrip
 
     results = roundtrip(Spec.from_dict({"name": "no-parameters", **FOUND["no-parameters"]}))
     skipped = {r.format for r in results if r.outcome.value == "skip" and "no parameter that requires grad" in r.detail}

@@ -9,7 +9,8 @@ import pytest
 from conftest import run_cli
 from hypothesis.errors import InvalidArgument
 
-from harness.cases import curated, write_corpus
+from harness.corpus import write_corpus
+from harness.runtime.cases import curated
 from harness.strategies import generate_specs
 
 

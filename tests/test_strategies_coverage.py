@@ -13,9 +13,9 @@ from collections import Counter
 
 import pytest
 
-from harness.dtypes import SPEC_DTYPES
-from harness.layers import KINDS
-from harness.spec import CONTAINERS, chain_signature, walk_leaves
+from harness.runtime.dtypes import SPEC_DTYPES
+from harness.runtime.layers import KINDS
+from harness.runtime.spec import CONTAINERS, chain_signature, walk_leaves
 from harness.strategies import LAYER_DTYPES, generate_specs
 
 DRAWS = 500

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import event, given, note
 from hypothesis_profiles import PROFILE
 
-from harness.spec import CONTAINERS, Spec
+from harness.runtime.spec import CONTAINERS, Spec
 from harness.strategies import specs
 
 FALSIFYING_DIR = Path(tempfile.gettempdir()) / "torch-roundtrip-hypothesis"
@@ -26,7 +26,7 @@ FALSIFYING_DIR = Path(tempfile.gettempdir()) / "torch-roundtrip-hypothesis"
 
 @pytest.fixture(scope="module")
 def expectations():
-    from harness.expect import Expectations
+    from harness.runtime.expect import Expectations
 
     return Expectations.load()
 
@@ -52,8 +52,8 @@ def failure_report(spec: Spec, failures: list, test: str) -> str:
 
 def roundtrip_failures(spec: Spec, expectations) -> tuple:
     """(results, one line per failing cell): mismatches, crashes, and failures no expectation explains."""
-    from harness.inprocess import roundtrip
-    from harness.options import LoadOptions
+    from harness.runtime.load_options import LoadOptions
+    from harness.runtime.runner.inprocess import roundtrip
 
     try:
         results = roundtrip(spec, expectations=expectations)
@@ -84,7 +84,7 @@ def test_every_generated_spec_round_trips_in_every_format(torch, expectations, d
 
 
 def test_the_property_catches_a_planted_load_bug(torch, expectations, monkeypatch):
-    from harness.formats.state_dict import StateDict
+    from harness.runtime.formats.state_dict import StateDict
 
     real_load = StateDict.load
 

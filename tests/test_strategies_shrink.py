@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, Phase, find, settings
 
-from harness.spec import CONTAINERS, Spec
+from harness.runtime.spec import CONTAINERS, Spec
 from harness.strategies import specs
 
 
@@ -36,8 +36,8 @@ def _flip_bfloat16_bits(snapshot):
 
 
 def _fails_with(spec_data: dict) -> bool:
-    from harness.formats import FORMATS
-    from harness.inprocess import roundtrip
+    from harness.runtime.formats import FORMATS
+    from harness.runtime.runner.inprocess import roundtrip
 
     def strict_only(fmt: str, opt) -> bool:
         return opt.apply == "strict" and opt.map_location == "none" and not opt.mmap
@@ -55,7 +55,7 @@ def _fails_with(spec_data: dict) -> bool:
     ids=["drops-non-persistent-buffers", "flips-a-bfloat16-bit"],
 )
 def test_a_planted_load_bug_shrinks_to_one_layer(torch, monkeypatch, corrupt, check_extra):
-    from harness.formats.state_dict import StateDict
+    from harness.runtime.formats.state_dict import StateDict
 
     real_load = StateDict.load
 

@@ -66,7 +66,7 @@ def test_cuda_emulated_files_need_map_location(run):
 
 def test_emulated_storages_really_carry_the_cuda_tag(run):
     root, _, _ = run
-    from harness.emulation import file_has_tag
+    from harness.runtime.emulation import file_has_tag
 
     label = next(p.name for p in (root / "A").iterdir() if p.name.endswith("-cuda-emulated"))
     assert file_has_tag(root / "A" / label / "simple_net" / "state_dict" / "model.pt")

@@ -1,6 +1,6 @@
 import pytest
 
-from harness.versions import matches, release
+from harness.runtime.versions import matches, release
 
 
 def test_release_strips_local_and_suffixes():

@@ -21,17 +21,18 @@ import enum
 from dataclasses import dataclass, field
 from typing import Optional
 
-from harness.results import CellResult, Outcome
+from harness.runtime.results import CellResult, Outcome
 
 __all__ = [
+    "COLOUR_RANK",
     "BaselineDiff",
     "Category",
     "Counts",
     "Verdict",
     "category",
     "diff_baseline",
+    "env_grid",
     "format_view",
-    "matrix",
     "top_failures",
     "totals",
     "verdict",
@@ -109,7 +110,7 @@ def totals(cells: list) -> Counts:
     return out
 
 
-def matrix(cells: list) -> dict:
+def env_grid(cells: list) -> dict:
     """(source, target) -> Counts."""
     out: dict = {}
     for r in cells:

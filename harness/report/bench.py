@@ -1,7 +1,8 @@
 """Bench figures (``--bench FILE`` or ``OUT/bench.json``) for the report's bench section.
 
 The report shows what ``python -m harness bench`` measured; it measures
-nothing itself. It reads the file `harness.bench` writes::
+nothing itself. It reads the file `harness.bench` writes (`harness.bench.BenchRecord`, held
+to its schema when the file names one)::
 
     {"schema": 1, "figures": {name: number | null | {sub: number}},
      "targets": {name: "<= 1.25" | ">= 400" | "report"}, "met": {...},
@@ -28,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from harness.errors import InputError
-from harness.store import read_json
+from harness.runtime.errors import InputError
+from harness.runtime.fileio import read_json
 
 __all__ = ["Bench", "Figure", "read_bench"]
 
@@ -126,6 +127,14 @@ def read_bench(path: Path, *, option: str = "--bench") -> Bench:
     if not isinstance(data, dict):
         msg = f"{path}: a bench file is a JSON object of figures"
         raise InputError(msg)
+    if "schema" in data:  # the harness's own bench.json: hold it to its schema
+        from harness.bench import BenchRecord
+
+        try:
+            BenchRecord.from_dict(data)
+        except ValueError as e:
+            msg = f"{path}: {e}"
+            raise InputError(msg) from None
     targets = data.get("targets", {})
     if not isinstance(targets, dict):
         msg = f"{path}: 'targets' must be an object of name -> '<= 1.10'"

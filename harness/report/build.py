@@ -12,9 +12,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from harness.errors import InputError
-from harness.expect import Expectations
-from harness.progress import Progress
 from harness.report.aggregate import BaselineDiff, Counts, diff_baseline, totals
 from harness.report.bench import Bench, read_bench
 from harness.report.html import write_html
@@ -22,6 +19,9 @@ from harness.report.jsonout import read_report, write_report_json
 from harness.report.junit import write_junit
 from harness.report.markdown import write_summary
 from harness.report.model import ReportModel, build_model
+from harness.runtime.errors import InputError
+from harness.runtime.expect import Expectations
+from harness.runtime.progress import Progress
 
 __all__ = ["OUTPUTS", "ReportResult", "build_report", "exit_status", "generated_time"]
 

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from harness import __version__
-from harness.env import parse_label
-from harness.errors import InputError
 from harness.report.aggregate import COLOUR_RANK, BaselineDiff, Category, category, totals
 from harness.report.bench import Bench
 from harness.report.model import ReportModel, env_sort_key
-from harness.results import Outcome
-from harness.store import write_text
+from harness.runtime.env import parse_label
+from harness.runtime.errors import InputError
+from harness.runtime.fileio import write_text
+from harness.runtime.results import Outcome
 
 __all__ = ["PAGE_SIZE", "pack", "render_html", "write_html"]
 

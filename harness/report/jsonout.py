@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Optional
 
 from harness import __version__
-from harness.errors import InputError
 from harness.report.aggregate import BaselineDiff, totals
 from harness.report.merge import Conflict
 from harness.report.model import ReportModel
-from harness.results import CellResult, line_key
-from harness.store import read_json, write_text
+from harness.runtime.errors import InputError
+from harness.runtime.fileio import read_json, write_text
+from harness.runtime.results import CellResult, line_key
 
 __all__ = ["REPORT_KIND", "REPORT_SCHEMA", "cell_dict", "read_report", "report_dict", "write_report_json"]
 

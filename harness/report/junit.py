@@ -20,10 +20,10 @@ import re
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from harness.report.aggregate import Category, category, matrix
+from harness.report.aggregate import Category, category, env_grid
 from harness.report.model import ReportModel
 from harness.report.repro import repro_commands
-from harness.store import write_text
+from harness.runtime.fileio import write_text
 
 __all__ = ["junit_xml", "write_junit"]
 
@@ -48,7 +48,7 @@ def _text(text: str) -> str:
 
 
 def _describe(d: object) -> str:
-    """A difference as `harness.compare.Difference.describe` words it."""
+    """A difference as `harness.runtime.compare.Difference.describe` words it."""
     if not isinstance(d, dict):
         return str(d)
     if d.get("aspect") in ("missing", "unexpected"):
@@ -77,7 +77,7 @@ def junit_xml(model: ReportModel) -> str:
     by_pair: dict = {}
     for key, r in zip(model.keys, model.cells):
         by_pair.setdefault((r.source, r.target), []).append((key, r))
-    counts = matrix(model.cells)
+    counts = env_grid(model.cells)
     total = len(model.cells)
     failures = sum(c.failing for c in counts.values())
     seconds = sum(r.seconds for r in model.cells)

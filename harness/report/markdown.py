@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from harness.report.aggregate import BaselineDiff, matrix, top_failures, totals
+from harness.report.aggregate import BaselineDiff, env_grid, top_failures, totals
 from harness.report.model import ReportModel
 from harness.report.repro import repro_commands
-from harness.store import write_text
+from harness.runtime.fileio import write_text
 
 __all__ = ["summary_markdown", "write_summary"]
 
@@ -48,7 +48,7 @@ def summary_markdown(model: ReportModel, *, baseline: Optional[BaselineDiff] = N
     if model.conflicts or model.warnings:
         lines.append(f"{len(model.conflicts)} conflicts and {len(model.warnings)} warnings between the inputs: see {report_name}.")
     lines += ["", "### Matrix (rows: saved in; columns: loaded in)", ""]
-    counts = matrix(model.cells)
+    counts = env_grid(model.cells)
     lines.append("| source \\ target | " + " | ".join(f"`{t_}`" for t_ in model.targets) + " |")
     lines.append("|---|" + "---|" * len(model.targets))
     for source in model.sources:

@@ -15,12 +15,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import InputError
-from harness.report.resultsdir import SIDECAR_SCHEMA, ResultsDir, read_results_dir
-from harness.results import line_key
-from harness.store import write_text
+from harness.report.resultsdir import ResultsDir, read_results_dir
+from harness.runtime.errors import InputError
+from harness.runtime.fileio import write_json, write_text
+from harness.runtime.results import EnvSidecar, line_key
 
-__all__ = ["Conflict", "Merged", "merge_dirs", "require_lines", "write_merged"]
+__all__ = ["Conflict", "Merged", "merge_dirs", "require_lines", "restrict", "write_merged"]
 
 @dataclass(frozen=True)
 class Conflict:
@@ -118,12 +118,12 @@ def merge_dirs(dirs: list) -> Merged:
                 merged.warnings.append(f"{rd.path / (label + '.env.json')} is missing: the fingerprints of {label} and its sources are unknown")
                 continue
             side = str(rd.path / f"{label}.env.json")
-            _add_env(merged.targets, "target", label, tf.sidecar["target"], side, env_origin, merged.conflicts)
+            _add_env(merged.targets, "target", label, tf.sidecar.target, side, env_origin, merged.conflicts)
             sources = merged.sources.setdefault(label, {})
-            for src, fp in tf.sidecar["sources"].items():
+            for src, fp in tf.sidecar.sources.items():
                 _add_env(saved, "source", src, fp, side, env_origin, merged.conflicts)
                 sources[src] = fp
-            for name, spec in tf.sidecar["cases"].items():
+            for name, spec in tf.sidecar.cases.items():
                 old_spec = merged.cases.get(name)
                 if old_spec is not None and old_spec != spec:
                     merged.conflicts.append(Conflict("case", name, "", f"spec in {case_origin[name]}", f"another spec in {side}"))
@@ -165,8 +165,8 @@ def write_merged(merged: Merged, out: Path) -> list:
             side = out / f"{label}.env.json"
             referenced = {line["case"] for _, (line, _) in rows}
             cases = {n: s for n, s in merged.cases.items() if n in referenced}
-            data = {"schema": SIDECAR_SCHEMA, "target": merged.targets[label], "sources": merged.sources.get(label, {}), "cases": cases}
-            write_text(side, json.dumps(data, sort_keys=True, indent=1) + "\n")
+            sidecar = EnvSidecar(merged.targets[label], merged.sources.get(label, {}), cases)
+            write_json(side, sidecar.to_dict())
             written.append(side)
     return written
 

@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import Optional
 
-from harness.env import parse_label
-from harness.errors import InputError
-from harness.expect import Expectations
 from harness.report.merge import Merged, merge_dirs, require_lines
-from harness.results import CellResult
-from harness.versions import release
+from harness.runtime.env import parse_label
+from harness.runtime.errors import InputError
+from harness.runtime.expect import Expectations
+from harness.runtime.results import CellResult
+from harness.runtime.versions import release
 
 __all__ = ["ReportModel", "build_model", "env_sort_key", "model_from_merged"]
 
@@ -63,8 +63,8 @@ class ReportModel:
 
     @cached_property
     def formats(self) -> list:
-        """Formats in harness order (`harness.formats.FORMATS`), then unknown ones by name."""
-        from harness.formats import FORMATS
+        """Formats in harness order (`harness.runtime.formats.FORMATS`), then unknown ones by name."""
+        from harness.runtime.formats import FORMATS
 
         seen = {c.format for c in self.cells}
         known = [f for f in FORMATS if f in seen]

@@ -1,6 +1,6 @@
 """One result folder on disk, read and validated line by line.
 
-A result folder (what ``load --results DIR`` writes, see `harness.store`)
+A result folder (what ``load --results DIR`` writes, see `harness.runtime.store`)
 holds, for each target env, ``<target>.jsonl`` (one result line per cell)
 and ``<target>.env.json`` (the fingerprints of the target and of the source
 envs, and the specs of the cases). Every problem is an `InputError` that
@@ -10,18 +10,16 @@ one line and exits 2.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from harness.errors import InputError
-from harness.results import validate_line
-from harness.store import read_json, require_dir
+from harness.runtime.errors import InputError
+from harness.runtime.fileio import read_json, require_dir
+from harness.runtime.results import EnvSidecar, validate_line
+from harness.runtime.store import read_result_lines
 
 __all__ = ["ResultsDir", "TargetFile", "read_results_dir"]
-
-SIDECAR_SCHEMA = 1
 
 @dataclass
 class TargetFile:
@@ -29,8 +27,8 @@ class TargetFile:
 
     label: str
     path: Path
-    lines: list = field(default_factory=list)  # (line number, dict)
-    sidecar: Optional[dict] = None
+    lines: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (line number, line)
+    sidecar: Optional[EnvSidecar] = None
     torn: bool = False  # an incomplete last line was dropped
 
 
@@ -39,47 +37,12 @@ class ResultsDir:
     """A result folder: its target files by label."""
 
     path: Path
-    targets: dict = field(default_factory=dict)  # label -> TargetFile
+    targets: dict[str, TargetFile] = field(default_factory=dict)  # by label
 
 
-def _parse_all(rows: list) -> Optional[list]:
-    """Every row parsed in one json.loads call (several times faster than one call per
-    line), or None when some row is not JSON: then the caller parses row by row to
-    say which line is bad."""
-    try:
-        return json.loads("[" + ",".join(r if r.strip() else "null" for r in rows) + "]")
-    except json.JSONDecodeError:
-        return None
-
-
-def _read_lines(path: Path, label: str) -> tuple:
-    lines = []
-    torn = False
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        msg = f"{path}: not UTF-8 text ({e.reason} at byte {e.start})"
-        raise InputError(msg) from None
-    except OSError as e:
-        msg = f"{path}: cannot be read ({e.strerror})"
-        raise InputError(msg) from None
-    rows = text.split("\n")
-    last = len(rows)
-    parsed = _parse_all(rows)
-    for number, raw in enumerate(rows, 1):
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            d = parsed[number - 1] if parsed is not None else json.loads(line)
-        except json.JSONDecodeError as e:
-            if number == last:
-                # No newline after it: a load killed mid-write (store.ResultsWriter
-                # appends whole lines). The caller says so; the cell is re-run next load.
-                torn = True
-                break
-            msg = f"{path}:{number}: not a JSON result line ({e.msg} at column {e.colno})"
-            raise InputError(msg) from None
+def _read_lines(path: Path, label: str) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+    read = read_result_lines(path)
+    for number, d in read.lines:
         try:
             validate_line(d)
         except ValueError as e:
@@ -88,32 +51,15 @@ def _read_lines(path: Path, label: str) -> tuple:
         if d["target"] != label:
             msg = f"{path}:{number}: target={d['target']!r} but this file holds the results of {label!r}"
             raise InputError(msg)
-        lines.append((number, d))
-    return lines, torn
+    return read.lines, read.torn
 
 
-def _read_sidecar(path: Path, label: str) -> dict:
-    data = read_json(path)
-    if not isinstance(data, dict):
-        msg = f"{path}: an env sidecar is a JSON object with schema, target, sources and cases"
-        raise InputError(msg)
-    if data.get("schema") != SIDECAR_SCHEMA:
-        msg = f"{path}: schema={data.get('schema')!r} but this harness reads env sidecar schema {SIDECAR_SCHEMA}"
-        raise InputError(msg)
-    # "cases" came later within schema 1 (older sidecars lack it): absent means none.
-    data.setdefault("cases", {})
-    for key in ("target", "sources", "cases"):
-        if not isinstance(data.get(key), dict):
-            msg = f"{path}: {key!r} must be an object"
-            raise InputError(msg)
-    if data["target"].get("label") != label:
-        msg = f"{path}: target.label={data['target'].get('label')!r} but the file is named for {label!r}"
-        raise InputError(msg)
-    for name, fp in data["sources"].items():
-        if not isinstance(fp, dict):
-            msg = f"{path}: sources.{name} must be an object (a fingerprint)"
-            raise InputError(msg)
-    return data
+def _read_sidecar(path: Path, label: str) -> EnvSidecar:
+    try:
+        return EnvSidecar.from_dict(read_json(path), label)
+    except ValueError as e:
+        msg = f"{path}: {e}"
+        raise InputError(msg) from None
 
 
 def read_results_dir(path: Path, *, option: str = "RESULTS_DIR") -> ResultsDir:

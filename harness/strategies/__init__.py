@@ -3,7 +3,7 @@
 `specs()` draws one spec as plain JSON (a dict that `Spec.from_dict`
 accepts): a tree of containers (``sequential``, ``module_list``,
 ``module_dict``, nested as deep as ``max_depth``) whose leaves are the layer
-kinds of `harness.layers.KINDS` in the dtypes each allows, plus the extras a
+kinds of `harness.runtime.layers.KINDS` in the dtypes each allows, plus the extras a
 spec can carry: extra parameters and (non-)persistent buffers of any dtype
 and shape (zero-size and 0-dim included, sometimes a sparse COO buffer),
 weight ties, planted special values, non-contiguous / offset /
@@ -12,8 +12,8 @@ run. `models()` draws the tree alone and `layers()` one leaf.
 
 Chains fit by construction: each child of a ``sequential`` is drawn among
 the kinds that accept the previous output's signature ``(space, features,
-dtype)`` (see `harness.layers`), and that output is computed by the same
-`harness.spec.chain_signature` that validation uses. Every extra is drawn
+dtype)`` (see `harness.runtime.layers`), and that output is computed by the same
+`harness.runtime.spec.chain_signature` that validation uses. Every extra is drawn
 among the tensors the tree really has (`layer_tensors`), with the
 constraints the builder enforces (ties join parameters of one shape and
 dtype; special values go into contiguous floating point tensors that a load

@@ -13,9 +13,9 @@ from typing import Callable, Optional
 
 from hypothesis import strategies as st
 
-from harness.dtypes import FLOAT_DTYPES
-from harness.layers import KINDS
-from harness.spec import CONTAINERS, module_paths, walk_leaves
+from harness.runtime.dtypes import FLOAT_DTYPES
+from harness.runtime.layers import KINDS
+from harness.runtime.spec import CONTAINERS, module_paths, walk_leaves
 from harness.strategies.extras import (
     draw_ties,
     extra_record,

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from hypothesis.errors import InvalidArgument
 
-from harness.spec import Spec, walk_leaves
+from harness.runtime.spec import Spec, walk_leaves
 from harness.strategies.compose import specs
 
 __all__ = ["generate_specs"]

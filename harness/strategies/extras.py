@@ -15,9 +15,9 @@ from typing import Callable, Optional
 
 from hypothesis import strategies as st
 
-from harness.dtypes import FLOAT_DTYPES, SPEC_DTYPES
-from harness.layers import KINDS
-from harness.spec import chain_signature, walk_leaves
+from harness.runtime.dtypes import FLOAT_DTYPES, SPEC_DTYPES
+from harness.runtime.layers import KINDS
+from harness.runtime.spec import chain_signature, walk_leaves
 from harness.strategies.grammar import chance
 from harness.strategies.tensors import ModelTensor, has_parameters, join_path
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from harness.layers import KINDS, Sig
+from harness.runtime.layers import KINDS, Sig
 
 __all__ = ["INPUT_FIELD", "LAYER_DTYPES", "LEAF_KINDS", "Grammar", "chance", "checks_arguments"]
 

@@ -1,4 +1,4 @@
-"""Leaves: one layer node of `harness.layers.KINDS`, drawn to accept a signature.
+"""Leaves: one layer node of `harness.runtime.layers.KINDS`, drawn to accept a signature.
 
 `draw_leaf` picks a kind that takes the incoming ``(space, features,
 dtype)`` (or, starting a chain, an input space first and then a kind that
@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from hypothesis import strategies as st
 
-from harness.layers import ACTIVATIONS, KINDS, Sig
+from harness.runtime.layers import ACTIVATIONS, KINDS, Sig
 from harness.strategies.grammar import (
     INPUT_FIELD,
     LAYER_DTYPES,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.spec import walk_leaves
+from harness.runtime.spec import walk_leaves
 from harness.strategies.grammar import LEAF_KINDS
 
 __all__ = ["ModelTensor", "has_parameters", "join_path", "layer_tensors", "model_tensors"]

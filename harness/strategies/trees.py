@@ -2,7 +2,7 @@
 
 Chains fit by construction: each child of a ``sequential`` is drawn among
 the kinds that accept the previous output's signature, and that output is
-computed by `harness.spec.chain_signature`, the same function validation
+computed by `harness.runtime.spec.chain_signature`, the same function validation
 uses. Children of a ``module_list`` / ``module_dict`` run side by side, so
 each starts a chain of its own. `max_depth` counts containers (the root is
 1) and `max_leaves` bounds the layers of the whole tree. `models` is the
@@ -15,8 +15,8 @@ from typing import Callable, Optional
 
 from hypothesis import strategies as st
 
-from harness.layers import Sig
-from harness.spec import CONTAINERS, chain_signature
+from harness.runtime.layers import Sig
+from harness.runtime.spec import CONTAINERS, chain_signature
 from harness.strategies.grammar import LAYER_DTYPES, LEAF_KINDS, Grammar, chance, checks_arguments
 from harness.strategies.leaves import draw_leaf
 

@@ -1,0 +1,308 @@
+"""``check FILE...``: diagnose model files that someone else wrote.
+
+For each file: its format and contents from `harness.check.sniff` (no unpickling),
+the globals its pickles would import and which of them ``weights_only``
+refuses, the ``_orig_mod.`` / ``module.`` key prefixes, and then every load
+this env can try, each with how it went and, for a failure, the diagnosis
+and fix from `harness.runtime.diagnose`.
+
+Safety (docs/ARCHITECTURE.md: untrusted bytes are never unpickled in the harness
+process): in this process ``check`` only runs ``torch.load`` with
+``weights_only=True`` forced and safetensors loads, and only on files whose
+declared storage sizes `sniff` has verified. Without ``--trust`` every other
+load is reported as "not tried: needs --trust"; with ``--trust`` they run in
+a child process (`harness.check.child`) under a deadline.
+
+Exit status: 0 when every file loads every way tried here; 1 when a file
+has findings (it loads only some ways, none, or is inconsistent or of an
+unknown format); 2 for bad input (a path that is missing, a directory, not
+readable).
+
+This module plans the loads, runs them and reaches the verdict; the records
+and their text and JSON renderings are in `harness.check.findings`, and what
+this torch does (its default weights_only, its allowlist, its zip reader)
+is asked in `harness.check.loads`. Their public names are importable here.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from harness.check.child import run_in_child, try_load
+from harness.check.findings import (
+    CHECK_SCHEMA,
+    Attempt,
+    FileReport,
+    exit_status,
+    printable,
+    render_json,
+    render_text,
+)
+from harness.check.loads import (
+    default_weights_only,
+    one_line,
+    torch_view_problem,
+    unsafe_globals,
+    weights_only_allowlist,
+)
+from harness.check.pickle_scan import MODEL_KEYS
+from harness.check.sniff import FILE_FORMATS, Sniffed, sniff
+from harness.runtime.defaults import DEFAULT_TIMEOUT
+from harness.runtime.diagnose import diagnose
+from harness.runtime.errors import InputError
+from harness.runtime.formats.torchscript import TorchScript
+from harness.runtime.load_options import LoadOptions, torch_load_sweep
+from harness.runtime.unsafe_globals import runs_code
+
+__all__ = [
+    "CHECK_SCHEMA",
+    "Attempt",
+    "FileReport",
+    "check_file",
+    "check_files",
+    "check_paths",
+    "default_weights_only",
+    "exit_status",
+    "render_json",
+    "render_text",
+    "weights_only_allowlist",
+]
+
+
+#: Key prefixes that wrappers add, what each means and the fix.
+PREFIXES = {
+    "_orig_mod.": (
+        "saved from a torch.compile'd model (the OptimizedModule wrapper)",
+        'save model._orig_mod.state_dict(), or strip it: '
+        'torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, "_orig_mod.")',
+    ),
+    "module.": (
+        "saved from a DataParallel / DistributedDataParallel wrapper",
+        'save model.module.state_dict(), or strip it: '
+        'torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, "module.")',
+    ),
+}
+
+_NEEDS_TRUST = {
+    "unpickle": "needs --trust: weights_only=False unpickles the file, which can run code from it",
+    "default": "needs --trust: torch.load's default in this torch is weights_only=False, a full unpickle",
+    "torchscript": "needs --trust: torch.jit.load compiles the archive's TorchScript code and runs its __setstate__ methods",
+    "exported": "needs --trust: torch.export.load can unpickle parts of the archive with weights_only=False",
+}
+
+
+# -- what the file's keys say ---------------------------------------------------
+
+
+def _prefixes(sniffed: Sniffed) -> list:
+    """The wrapper prefixes (`PREFIXES`) on the model's keys, each with how many keys carry it."""
+    names = [t.name for t in sniffed.tensors]
+    if sniffed.content == "checkpoint":
+        names = [n.split(".", 1)[1] for n in names if "." in n and n.split(".", 1)[0] in MODEL_KEYS]
+    found = []
+    for prefix, (meaning, fix) in PREFIXES.items():
+        count = sum(1 for n in names if n.startswith(prefix))
+        if count:
+            found.append({"prefix": prefix, "count": count, "total": len(names), "meaning": meaning, "fix": fix})
+    return found
+
+
+# -- which loads, where ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    loader: str
+    options: LoadOptions
+    where: Optional[str]  # harness | child | None (not tried: `reason`)
+    reason: str = ""
+    force_weights_only: bool = False
+
+
+def _plan(sniffed: Sniffed, trust: bool, cuda: bool) -> list:
+    child = "child" if trust else None
+    inconsistent = (
+        f"not tried in the harness process: the file is inconsistent ({sniffed.problems[0]})"
+        + ("" if trust else "; --trust tries it in a child process")
+    ) if sniffed.problems else ""
+    plans = []
+    if sniffed.format in ("torch_zip", "torch_legacy"):
+        default = default_weights_only()
+        for opt in torch_load_sweep(cuda):
+            safe = opt.weights_only == "true" or (opt.weights_only == "default" and default is True)
+            if safe and not inconsistent:
+                plans.append(_Plan("torch.load", opt, "harness", force_weights_only=True))
+            elif safe or trust:
+                plans.append(_Plan("torch.load", opt, child, inconsistent))
+            else:
+                why = _NEEDS_TRUST["unpickle" if opt.weights_only == "false" else "default"]
+                if opt.weights_only == "default" and default is None:
+                    why = "needs --trust: check could not tell what torch.load's default weights_only is in this torch"
+                plans.append(_Plan("torch.load", opt, None, why))
+    elif sniffed.format == "torchscript":
+        plans = [_Plan("torch.jit.load", opt, child, _NEEDS_TRUST["torchscript"]) for opt in TorchScript().variants(cuda)]
+    elif sniffed.format == "exported":
+        plans = [_Plan("torch.export.load", LoadOptions(), child, _NEEDS_TRUST["exported"])]
+    elif sniffed.format == "safetensors":
+        # safetensors validates the header against the file before it
+        # allocates: its loader is the validator, so it runs here even when
+        # the sniffer found problems, and its error is the finding.
+        plans = [_Plan("safetensors.torch.load_file", LoadOptions(device=d), "harness") for d in ["cpu"] + (["cuda"] if cuda else [])]
+    return plans
+
+
+def _attempt(plan: _Plan, raw: dict, fmt: str) -> Attempt:
+    status = raw.get("status", "crash")
+    options = plan.options.to_dict()
+    if status != "failed":
+        return Attempt(plan.loader, options, status, plan.where, raw.get("detail", ""), seconds=raw.get("seconds", 0.0))
+    etype, message = raw.get("error_type", "Exception"), raw.get("message", "")
+    found = diagnose(etype, message, fmt, options, tuple(raw.get("warnings", ())))
+    return Attempt(
+        plan.loader, options, status, plan.where, one_line(etype, message),
+        error={"type": etype, "message": message}, diagnosis=found.to_dict() if found else None,
+        seconds=raw.get("seconds", 0.0),
+    )
+
+
+def _run(sniffed: Sniffed, plans: list, timeout: float) -> list:
+    fmt = sniffed.harness_format or ""
+    results: dict = {}
+    for i, plan in enumerate(plans):
+        if plan.where == "harness":
+            results[i] = try_load(sniffed.path, plan.loader, plan.options, weights_only=plan.force_weights_only)
+    trusted = [i for i, plan in enumerate(plans) if plan.where == "child"]
+    if trusted:
+        raws = run_in_child(sniffed.path, [(plans[i].loader, plans[i].options) for i in trusted], timeout)
+        results.update(zip(trusted, raws))
+    attempts = []
+    for i, plan in enumerate(plans):
+        if plan.where is None:
+            attempts.append(Attempt(plan.loader, plan.options.to_dict(), "not_tried", None, plan.reason))
+        else:
+            attempts.append(_attempt(plan, results[i], fmt))
+    return attempts
+
+
+# -- verdict -----------------------------------------------------------------
+
+
+def _reason(a: Attempt) -> str:
+    if a.diagnosis:
+        return f"{a.diagnosis['code']}: {a.diagnosis['summary']}"
+    return a.detail
+
+
+def _codes(failed: list) -> str:
+    """The distinct reasons of failed loads, by diagnosis code where there is one."""
+    codes: list = []
+    for a in failed:
+        code = a.diagnosis["code"] if a.diagnosis else (a.error or {}).get("type", a.status)
+        if code not in codes:
+            codes.append(code)
+    return ", ".join(codes)
+
+
+def _verdict(sniffed: Sniffed, attempts: list) -> tuple:
+    loaded = [a for a in attempts if a.status == "loaded"]
+    failed = [a for a in attempts if a.failed]
+    waiting = [a for a in attempts if a.status == "not_tried"]
+    if sniffed.format == "unknown":
+        problem = f" ({sniffed.problems[0]})" if sniffed.problems else ""
+        return "not_checked", f"unknown format: {sniffed.why}{problem}"
+    if loaded and not failed:
+        need_trust = all(a.detail.startswith("needs --trust") for a in waiting)
+        more = (f"; {len(waiting)} more need --trust" if need_trust else f"; {len(waiting)} not tried") if waiting else ""
+        summary = f"loads every way tried here ({len(loaded)} load{'s' if len(loaded) != 1 else ''}{more})"
+        if sniffed.problems:
+            summary += f", but the file is inconsistent: {sniffed.problems[0]}"
+        return "loads", summary
+    if loaded:
+        return "loads_some_ways", f"loads only some ways: {len(failed)} of {len(loaded) + len(failed)} loads tried here failed ({_codes(failed)})"
+    if failed:
+        problem = f"; the file is inconsistent: {sniffed.problems[0]}" if sniffed.problems else ""
+        return "does_not_load", f"does not load any way tried here: {_reason(failed[0])}{problem}"
+    if sniffed.problems:
+        return "not_checked", f"inconsistent file, no load tried in the harness process: {sniffed.problems[0]}"
+    if waiting:
+        return "not_checked", f"no load tried: every load of a {FILE_FORMATS[sniffed.format]} here {waiting[0].detail}"
+    return "not_checked", "no load applies to this file in this env"
+
+
+# -- entry points --------------------------------------------------------------
+
+
+def check_file(path: Path, *, trust: bool = False, timeout: float = DEFAULT_TIMEOUT, cuda: Optional[bool] = None) -> FileReport:
+    """Check one file; never unpickles it in this process, never raises for its contents."""
+    from harness.runtime.env import cuda_available
+
+    if cuda is None:
+        cuda = cuda_available()
+    try:
+        sniffed = sniff(Path(path))
+    except OSError as e:  # vanished or became unreadable after the path was checked
+        sniffed = Sniffed(path=str(path), size=0, why=f"it cannot be read ({e.strerror or e})")
+    if sniffed.format == "torch_zip" and not sniffed.problems:
+        problem = torch_view_problem(sniffed)
+        if problem:
+            sniffed.problems.append(problem)
+    unsafe, source, scan_notes = unsafe_globals(sniffed) if sniffed.globals else ([], "", [])
+    attempts = _run(sniffed, _plan(sniffed, trust, cuda), timeout)
+    notes = list(sniffed.notes) + scan_notes
+    if sniffed.truncated:
+        notes.append("the tensor listing was cut short: the pickle describes more than check walks")
+    verdict, summary = _verdict(sniffed, attempts)
+    code = [g for g in sniffed.globals if runs_code(g)]
+    if code and "pickle_runs_code" not in summary:
+        summary = f"its pickle runs code when fully unpickled ({', '.join(code[:3])}); {summary}"
+    return FileReport(
+        path=sniffed.path, size=sniffed.size, format=sniffed.format, why=sniffed.why, content=sniffed.content,
+        harness_format=sniffed.harness_format, tensors=[t.to_dict() for t in sniffed.tensors], listing=sniffed.listing,
+        device_tags=dict(sniffed.device_tags), prefixes=_prefixes(sniffed), globals=list(sniffed.globals),
+        unsafe_globals=unsafe, code_globals=code, globals_source=source,
+        problems=list(sniffed.problems), notes=notes, attempts=attempts, verdict=verdict, summary=summary,
+    )
+
+
+def check_paths(paths: list) -> list:
+    """The paths as `Path`s; InputError (one line, every bad path) unless each is a readable regular file."""
+    bad, good = [], []
+    for text in paths:
+        path = Path(text)
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            bad.append(f"{text}: no such file")
+            continue
+        except OSError as e:
+            bad.append(f"{text}: cannot read it ({e.strerror})")
+            continue
+        if stat.S_ISDIR(mode):
+            bad.append(f"{text} is a directory (check takes model files, e.g. {os.path.join(text, '*.pt')})")
+        elif not stat.S_ISREG(mode):
+            bad.append(f"{text} is not a regular file (a pipe or device would never end)")
+        elif not os.access(path, os.R_OK):
+            bad.append(f"{text}: cannot read it (permission denied)")
+        else:
+            try:
+                with open(path, "rb") as fh:
+                    fh.read(1)
+            except OSError as e:
+                bad.append(f"{text}: cannot read it ({e.strerror})")
+                continue
+            good.append(path)
+    if bad:
+        raise InputError("; ".join(printable(b) for b in bad))
+    return good
+
+
+def check_files(paths: list, *, trust: bool = False, timeout: float = DEFAULT_TIMEOUT) -> list:
+    """Reports for every path, after checking that each is a readable file."""
+    from harness.runtime.env import cuda_available
+
+    cuda = cuda_available()
+    return [check_file(p, trust=trust, timeout=timeout, cuda=cuda) for p in check_paths(paths)]

@@ -1,9 +1,0 @@
-"""The two phases that run inside an env: save (`save`) and load (`load`).
-
-`isolation` keeps the worker process that load runs its cells in.
-"""
-
-from harness.runner.load import LoadSummary, load_phase
-from harness.runner.save import SaveSummary, save_phase
-
-__all__ = ["LoadSummary", "SaveSummary", "load_phase", "save_phase"]

@@ -1,0 +1,528 @@
+"""Turn a spec into a model, deterministically, in whatever torch is here.
+
+Three modes:
+
+``init``
+    Seeded construction, extra tensors, ties, planted special values, layout
+    changes, parametrizations and training: the model a save phase saves.
+``empty``
+    The same architecture, constructed without running weight init, with
+    every parameter and persistent buffer filled with a poison byte (0xA5);
+    non-persistent buffers keep their formula values. This is the "freshly
+    built model" a state dict is loaded into. Poison
+    makes a tensor that a load forgot to fill show up as a mismatch instead
+    of passing by luck (a zero bias that was never loaded looks right).
+``meta``
+    The architecture on the meta device, for ``load_state_dict(assign=True)``.
+
+A layer, parametrization or dtype that this torch lacks raises
+`Unsupported`, which becomes a skip with its reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import random
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+
+from harness.runtime.casemodel import CaseModel
+from harness.runtime.dtypes import int_view_dtype, special_bits, to_dtype
+from harness.runtime.errors import FactoryUnavailable, SpecError, Unsupported
+from harness.runtime.layers import KINDS, Sig, input_shape
+from harness.runtime.spec import CONTAINERS, Spec, child_items
+
+__all__ = [
+    "POISON_BYTE",
+    "Built",
+    "build",
+    "from_factory",
+    "make_training",
+    "poison",
+    "torch_state",
+]
+
+POISON_BYTE = 0xA5
+
+
+@dataclass
+class Built:
+    """A built case: the model, its forward inputs and its training state."""
+
+    spec: Spec
+    model: CaseModel
+    inputs: tuple
+    optimizer: Any = None
+    scheduler: Any = None
+    step: int = 0
+    losses: list = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def torch_state(threads: Optional[int] = 1) -> Iterator[None]:
+    """A fixed thread count and a restored RNG afterwards: reproducible builds.
+
+    `threads=None` keeps the process's thread count (the forward check uses
+    it: the fingerprint's compute key records it, so only envs with the same
+    count expect bit-identical outputs).
+    """
+    old_threads = torch.get_num_threads()
+    rng = torch.get_rng_state()
+    py_rng = random.getstate()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads is not None:
+            torch.set_num_threads(old_threads)
+        torch.set_rng_state(rng)
+        random.setstate(py_rng)
+
+
+def _plan(node: dict, path: str = "") -> tuple:
+    kind = node["kind"]
+    if kind in CONTAINERS:
+        children = tuple(_plan(c, f"{path}.{n}" if path else n) for n, c in child_items(node))
+        return ("chain" if kind == "sequential" else "parallel", children)
+    return ("leaf", path, KINDS[kind].call)
+
+
+def _input_sigs(node: dict) -> list[Sig]:
+    """Signatures of the forward inputs, in the order the forward takes them."""
+    kind = node["kind"]
+    if kind in ("module_list", "module_dict"):
+        out: list[Sig] = []
+        for child in node["children"]:
+            out.extend(_input_sigs(child))
+        return out
+    while node["kind"] == "sequential":
+        node = node["children"][0]
+    layer = KINDS[node["kind"]]
+    fields = {f.name: node.get(f.name, f.default) for f in layer.fields}
+    return [layer.natural_input(fields, node.get("dtype", "float32"))]
+
+
+def _construct(node: dict, where: str) -> nn.Module:
+    kind = node["kind"]
+    if kind in CONTAINERS:
+        built = [(n, _construct(c, f"{where}.children[{i}]")) for i, (n, c) in enumerate(child_items(node))]
+        if kind == "module_list":
+            return nn.ModuleList([m for _, m in built])
+        if kind == "module_dict":
+            return nn.ModuleDict(dict(built))
+        from collections import OrderedDict
+
+        return nn.Sequential(OrderedDict(built))
+    layer = KINDS[kind]
+    fields = {f.name: node.get(f.name, f.default) for f in layer.fields}
+    dtype = to_dtype(node.get("dtype", "float32")) if layer.has_params else None
+    try:
+        return layer.build(fields, dtype)
+    except (TypeError, AttributeError, RuntimeError, NotImplementedError) as e:
+        msg = f"{where}: this torch cannot build {kind} with dtype {node.get('dtype', 'float32')}: {type(e).__name__}: {e}"
+        raise Unsupported(msg) from e
+
+
+def _formula(n: int, dtype_name: str, seed: int) -> torch.Tensor:
+    """Deterministic values from integer arithmetic: equal in every torch."""
+    i = torch.arange(n, dtype=torch.int64, device="cpu")
+    k = (i * 7919 + seed * 104729) % 2003 - 1001
+    if dtype_name == "bool":
+        return (k % 3) == 0
+    if dtype_name.startswith("int") or dtype_name == "uint8":
+        return (k % 127).to(to_dtype(dtype_name)) if dtype_name in ("int8", "uint8") else k.to(to_dtype(dtype_name))
+    real = k.to(torch.float64) / 64
+    if dtype_name == "complex64":
+        imag = ((i * 104729 + seed) % 997 - 498).to(torch.float64) / 32
+        return torch.complex(real.float(), imag.float())
+    return real.to(to_dtype(dtype_name))
+
+
+def _fill(shape: list, dtype_name: str, fill: str, seed: int) -> torch.Tensor:
+    n = 1
+    for d in shape:
+        n *= d
+    if fill == "zeros":
+        return torch.zeros(shape, dtype=to_dtype(dtype_name), device="cpu")
+    if fill == "ones":
+        return torch.ones(shape, dtype=to_dtype(dtype_name), device="cpu")
+    return _formula(n, dtype_name, seed).reshape(shape)
+
+
+def _sparse(shape: list, dtype_name: str, seed: int) -> torch.Tensor:
+    rows, cols = shape
+    total = rows * cols
+    nnz = min(total, 5)
+    flat = torch.tensor([j * total // nnz for j in range(nnz)], dtype=torch.int64, device="cpu")
+    indices = torch.stack([flat // max(cols, 1), flat % max(cols, 1)])
+    values = _formula(nnz, dtype_name, seed)
+    # An explicit device keeps a meta-device build from making a meta sparse
+    # tensor, which cannot be coalesced.
+    try:
+        t = torch.sparse_coo_tensor(indices, values, (rows, cols), device="cpu", check_invariants=True)
+    except TypeError:  # a torch without check_invariants
+        t = torch.sparse_coo_tensor(indices, values, (rows, cols), device="cpu")
+    return t.coalesce()
+
+
+def _extra_tensor(spec_t: dict, seed: int, index: int) -> torch.Tensor:
+    """An extra tensor's value, always made on the CPU (even inside a meta context)."""
+    dtype_name = spec_t.get("dtype", "float32")
+    if spec_t.get("layout", "strided") == "sparse_coo":
+        return _sparse(spec_t["shape"], dtype_name, seed + index)
+    return _fill(spec_t["shape"], dtype_name, spec_t.get("fill", "formula"), seed + index)
+
+
+def _resolve(model: nn.Module, path: str, where: str) -> tuple[nn.Module, str]:
+    owner_path, _, attr = path.rpartition(".")
+    try:
+        owner = model.get_submodule(owner_path) if owner_path else model
+    except AttributeError:
+        raise SpecError(where, f"no module at {owner_path!r}") from None
+    if attr not in owner._parameters and attr not in owner._buffers:
+        raise SpecError(where, f"{path!r} is not a parameter or buffer of {type(owner).__name__}")
+    return owner, attr
+
+
+def _add_extras(model: nn.Module, spec: Spec, *, on_meta: bool) -> None:
+    for i, t in enumerate(spec.data.get("tensors", [])):
+        owner = model.get_submodule(t["at"]) if t.get("at") else model
+        if hasattr(owner, t["name"]):
+            raise SpecError(f"tensors[{i}].name", f"{t['name']!r} already exists on {type(owner).__name__}")
+        value = _extra_tensor(t, spec.seed, i)
+        if on_meta and not value.is_sparse:
+            value = value.to("meta")
+        if t.get("kind", "buffer") == "parameter":
+            owner.register_parameter(t["name"], nn.Parameter(value, requires_grad=t.get("requires_grad", value.is_floating_point() or value.is_complex())))
+        else:
+            owner.register_buffer(t["name"], value, persistent=t.get("persistent", True))
+
+
+def _tie(model: nn.Module, spec: Spec) -> None:
+    for i, tie in enumerate(spec.data.get("ties", [])):
+        src_owner, src_attr = _resolve(model, tie["from"], f"ties[{i}].from")
+        dst_owner, dst_attr = _resolve(model, tie["to"], f"ties[{i}].to")
+        src = src_owner._parameters.get(src_attr)
+        dst = dst_owner._parameters.get(dst_attr)
+        if src is None or dst is None:
+            raise SpecError(f"ties[{i}]", "both ends of a tie must be parameters")
+        if src.shape != dst.shape or src.dtype != dst.dtype:
+            raise SpecError(f"ties[{i}]", f"cannot tie {tie['from']} {tuple(src.shape)} {src.dtype} to {tie['to']} {tuple(dst.shape)} {dst.dtype}")
+        setattr(dst_owner, dst_attr, src)
+
+
+def _plant(model: nn.Module, spec: Spec) -> None:
+    for i, p in enumerate(spec.data.get("plant", [])):
+        owner, attr = _resolve(model, p["at"], f"plant[{i}].at")
+        tensor = getattr(owner, attr)
+        name = str(tensor.dtype).replace("torch.", "")
+        if name not in ("float32", "float64", "float16", "bfloat16", "complex64"):
+            raise SpecError(f"plant[{i}].at", f"special values need a floating point tensor, {p['at']} is {name}")
+        bits = special_bits(name)
+        with torch.no_grad():
+            target = tensor.data
+            if target.is_complex():
+                target = torch.view_as_real(target)
+            flat = target.reshape(-1)
+            if flat.data_ptr() != target.data_ptr() or not target.is_contiguous():
+                raise SpecError(f"plant[{i}].at", "planting needs a contiguous tensor (plant before layout changes)")
+            k = min(flat.numel(), len(bits))
+            if k:
+                flat.view(to_dtype(int_view_dtype(name)))[:k] = torch.tensor(bits[:k], dtype=to_dtype(int_view_dtype(name)))
+
+
+def _relayout(model: nn.Module, spec: Spec, *, on_meta: bool) -> None:
+    for i, lay in enumerate(spec.data.get("layout", [])):
+        owner, attr = _resolve(model, lay["at"], f"layout[{i}].at")
+        old = getattr(owner, attr)
+        kind = lay["kind"]
+        with torch.no_grad():
+            if kind == "channels_last":
+                if old.dim() == 4:
+                    new = old.detach().contiguous(memory_format=torch.channels_last)
+                elif old.dim() == 5:
+                    new = old.detach().contiguous(memory_format=torch.channels_last_3d)
+                else:
+                    raise SpecError(f"layout[{i}].at", f"channels_last needs a 4-D or 5-D tensor, {lay['at']} is {old.dim()}-D")
+            elif kind == "transposed":
+                if old.dim() != 2:
+                    raise SpecError(f"layout[{i}].at", f"transposed needs a 2-D tensor, {lay['at']} is {old.dim()}-D")
+                new = old.detach().t().contiguous().t()
+            else:  # offset: a view 3 elements into a larger storage
+                base = torch.empty(old.numel() + 3, dtype=old.dtype, device=old.device)
+                if not on_meta:
+                    base[:3] = torch.zeros(3, dtype=old.dtype)
+                new = base[3:].view(old.shape)
+                if not on_meta:
+                    new.copy_(old.detach())
+        if attr in owner._parameters:
+            setattr(owner, attr, nn.Parameter(new, requires_grad=old.requires_grad))
+        else:
+            owner._buffers[attr] = new
+
+
+def _parametrize(model: nn.Module, spec: Spec) -> None:
+    from torch.nn.utils import parametrizations
+
+    for i, par in enumerate(spec.data.get("parametrize", [])):
+        owner = model.get_submodule(par["at"]) if par.get("at") else model
+        name = par.get("param", "weight")
+        if name not in owner._parameters:
+            raise SpecError(f"parametrize[{i}].param", f"{type(owner).__name__} has no parameter {name!r}")
+        fn = getattr(parametrizations, par["kind"], None)
+        if fn is None:
+            msg = f"torch.nn.utils.parametrizations.{par['kind']} does not exist in this torch"
+            raise Unsupported(msg)
+        try:
+            fn(owner, name=name)
+        except (RuntimeError, NotImplementedError) as e:  # e.g. orthogonal's right_inverse on the meta device
+            msg = f"parametrize[{i}]: this torch cannot apply {par['kind']} to {par.get('at') or 'the root'}.{name} here: {type(e).__name__}: {e}"
+            raise Unsupported(msg) from e
+
+
+def make_training(model: nn.Module, spec: Spec) -> tuple[Any, Any]:
+    """A fresh optimizer and LR scheduler for `model`, as the spec trains it."""
+    train = spec.data.get("train") or {}
+    params = [p for p in _unique_params(model) if p.requires_grad]
+    if not params:  # torch.optim refuses an empty parameter list
+        msg = f"{spec.name} has no parameter that requires grad, so there is no optimizer or scheduler state"
+        raise Unsupported(msg)
+    lr = float(train.get("lr", 1e-3))
+    opt_name = train.get("optimizer", "adam")
+    if opt_name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    elif opt_name == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=lr)
+    else:
+        optimizer = torch.optim.Adam(params, lr=lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
+    return optimizer, scheduler
+
+
+def _unique_params(model: nn.Module) -> list:
+    seen: set = set()
+    out = []
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+def _loss(outputs: tuple, train: dict, batch: int) -> torch.Tensor:
+    if train.get("loss") == "cross_entropy":
+        logits = outputs[0]
+        target = torch.full((logits.shape[0],), int(train.get("target", 0)), dtype=torch.long, device=logits.device)
+        return nn.functional.cross_entropy(logits, target)
+    total = None
+    for out in outputs:
+        if out.is_floating_point() or out.is_complex():
+            term = (out.real if out.is_complex() else out).float().pow(2).mean()
+            total = term if total is None else total + term
+    if total is None:
+        raise Unsupported("training needs a floating point output")
+    return total
+
+
+def _train(built: Built) -> None:
+    train = built.spec.data.get("train")
+    try:
+        built.optimizer, built.scheduler = make_training(built.model, built.spec)
+    except Unsupported:
+        if train:
+            raise
+        return  # nothing to optimize: the checkpoint format reports the skip
+    if not train:
+        return
+    if built.inputs is None:
+        raise Unsupported(f"{built.spec.name}: training needs example inputs; return (module, inputs) from the factory")
+    built.model.train()
+    try:
+        for _ in range(int(train.get("steps", 1))):
+            built.optimizer.zero_grad()
+            loss = _loss(built.model(*built.inputs), train, built.spec.data["batch"])
+            loss.backward()
+            built.optimizer.step()
+            built.scheduler.step()
+            built.step += 1
+            built.losses.append(float(loss.detach()))
+    except (RuntimeError, NotImplementedError) as e:
+        msg = f"this torch cannot train {built.spec.name}: {type(e).__name__}: {e}"
+        raise Unsupported(msg) from e
+    finally:
+        built.model.eval()
+
+
+def make_inputs(spec: Spec, device: str = "cpu") -> tuple:
+    """The fixed forward inputs: seeded, so every env draws the same ones from its own RNG.
+
+    Cross-version comparisons never rely on that: saves store the inputs'
+    bytes, and loads read them back from the reference file.
+    """
+    out = []
+    for k, sig in enumerate(_input_sigs(spec.data["model"])):
+        g = torch.Generator().manual_seed(spec.seed * 1009 + k)
+        shape = input_shape(sig, spec.data["batch"])
+        if sig[0] == "tokens":
+            x = torch.randint(0, sig[1], shape, generator=g)
+        elif sig[2] == "complex64":
+            x = torch.randn(shape, generator=g, dtype=torch.complex64)
+        else:
+            x = torch.randn(shape, generator=g).to(to_dtype(sig[2]))
+        out.append(x.to(device))
+    return tuple(out)
+
+
+def poison(model: nn.Module) -> None:
+    """Fill every parameter and persistent buffer with POISON_BYTE, in place."""
+    keep = set()
+    for mod in model.modules():
+        for name in getattr(mod, "_non_persistent_buffers_set", ()):
+            buf = mod._buffers.get(name)
+            if buf is not None and not buf.is_sparse:  # sparse tensors have no storage (and are never poisoned)
+                keep.add(buf.untyped_storage().data_ptr())
+    done: set = set()
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_sparse or t.device.type == "meta":
+            continue
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr in keep or ptr in done or storage.nbytes() == 0:
+            continue
+        done.add(ptr)
+        if t.device.type == "cpu":
+            ctypes.memset(ptr, POISON_BYTE, storage.nbytes())
+        else:
+            with torch.no_grad():
+                torch.empty(0, dtype=torch.uint8, device=t.device).set_(storage).fill_(POISON_BYTE)
+
+
+@contextlib.contextmanager
+def _skip_init() -> Iterator[None]:
+    """Make torch.nn.init's fillers no-ops while modules are constructed.
+
+    Layers call ``init.kaiming_uniform_`` and friends from their
+    ``reset_parameters``; skipping them leaves uninitialised storage, which
+    the empty mode poisons anyway (the trick transformers' ``no_init_weights``
+    uses). It keeps building the model a state dict is loaded into cheap even
+    for multi-GB models, without the meta device's pitfalls (``to_empty``
+    breaks ties, parametrizations register differently).
+    """
+    import torch.nn.init as init
+
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
+    saved = {n: getattr(init, n) for n in names}
+
+    def noop(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+        return tensor
+
+    try:
+        for n in names:
+            setattr(init, n, noop)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(init, n, fn)
+
+
+def _assemble(spec: Spec, mode: str) -> CaseModel:
+    model = CaseModel(_plan(spec.data["model"]))
+    # The root container's children live on the CaseModel itself, so state
+    # dict keys read like a hand-written model's ("fc1.weight").
+    for name, child in _construct(spec.data["model"], "model").named_children():
+        try:
+            model.add_module(name, child)
+        except KeyError:
+            raise SpecError(f"model.children[{name}]", f"{name!r} clashes with an nn.Module attribute; rename the child") from None
+    _add_extras(model, spec, on_meta=mode == "meta")
+    _tie(model, spec)
+    if mode == "init":
+        _plant(model, spec)
+    _relayout(model, spec, on_meta=mode == "meta")
+    if mode == "empty":
+        poison(model)  # parametrizations compute from the weights: give them finite bytes
+    _parametrize(model, spec)
+    if mode == "empty":
+        poison(model)
+    return model
+
+
+def from_factory(spec: Spec) -> tuple:
+    """Call a user case's factory: a module, or a (module, example inputs) pair."""
+    ref = spec.factory
+    module_name, _, func_name = ref.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as e:
+        msg = f"user case {ref}: cannot import it in this env ({type(e).__name__}: {e})"
+        raise FactoryUnavailable(msg) from None
+    made = fn()
+    inputs = None
+    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], nn.Module):
+        made, inputs = made
+        inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+        if not all(isinstance(t, torch.Tensor) for t in inputs):
+            raise FactoryUnavailable(f"user case {ref}: example inputs must be a tensor or a tuple of tensors")
+    if not isinstance(made, nn.Module):
+        msg = f"user case {ref} returned a {type(made).__name__}; return an nn.Module or (module, example_inputs)"
+        raise FactoryUnavailable(msg)
+    return made, inputs
+
+
+def _build_user_case(spec: Spec, mode: str, device: str) -> Built:
+    if mode == "meta":
+        with torch.device("meta"):
+            model, inputs = from_factory(spec)
+    elif mode == "empty":
+        with _skip_init():
+            model, inputs = from_factory(spec)
+        poison(model)
+    else:
+        model, inputs = from_factory(spec)
+    if device not in ("cpu", "meta"):
+        model = model.to(device)
+        inputs = tuple(t.to(device) for t in inputs) if inputs else inputs
+    model.eval()
+    return Built(spec, model, inputs)
+
+
+def build(spec: Spec, mode: str = "init", device: str = "cpu") -> Built:
+    """Build `spec` in this env (see the module docstring for the modes)."""
+    if mode not in ("init", "empty", "meta"):
+        raise ValueError(f"mode={mode!r}")
+    if spec.factory:
+        with torch_state(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(spec.seed)
+            built = _build_user_case(spec, mode, device)
+            if mode == "init":
+                _train(built)
+        return built
+    # Warnings about zero-element init or sparse invariants are about the
+    # spec, which asks for exactly that; they would only drown the logs.
+    with torch_state(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(spec.seed)
+        if mode == "meta":
+            with torch.device("meta"):
+                model = _assemble(spec, mode)
+        elif mode == "empty":
+            with _skip_init():
+                model = _assemble(spec, mode)
+        else:
+            model = _assemble(spec, mode)
+        if device not in ("cpu", "meta"):
+            model = model.to(device)
+        model.eval()
+        built = Built(spec, model, make_inputs(spec, device if device != "meta" else "cpu"))
+        if mode == "init":
+            _train(built)
+    return built

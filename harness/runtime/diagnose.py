@@ -1,0 +1,225 @@
+"""Diagnoses: which known failure mode an error is, and the fix a user applies.
+
+Each rule reads the exception type and message (and the cell's format and
+load options) and returns a `Diagnosis` whose `fix` is something to type,
+after torch's own model message: "please use torch.load with
+map_location=torch.device('cpu')".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+from harness.runtime.unsafe_globals import runs_code
+
+__all__ = ["Diagnosis", "diagnose"]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    code: str
+    summary: str
+    fix: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_GLOBAL = re.compile(r"(?:GLOBAL|global|class) ([A-Za-z_][\w.]*\.[A-Za-z_]\w*)")
+_KEYS = re.compile(r'"((?:_orig_mod|module)\.[^"]*)"')
+
+
+def _weights_only(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if "Weights only load failed" not in msg and not (etype == "UnpicklingError" and "weights_only" in msg):
+        return None
+    names = sorted(set(_GLOBAL.findall(msg)))
+    which = f" (unsafe globals: {', '.join(names)})" if names else ""
+    by_default = load.get("weights_only") == "default"
+    summary = "torch.load refused to unpickle objects that are not plain tensors" + which
+    if by_default:
+        summary += "; weights_only=True is the default of this torch (since 2.6)"
+    if fmt == "full_model":
+        fix = (
+            "save model.state_dict() and load it into a freshly built model; if you trust the file, "
+            "torch.load(f, weights_only=False)"
+        )
+    else:
+        allow = f"torch.serialization.add_safe_globals([{', '.join(names)}])" if names else "torch.serialization.add_safe_globals([...])"
+        fix = f"if you trust the file, allowlist what it needs with {allow}, or torch.load(f, weights_only=False)"
+    return Diagnosis("weights_only_refused", summary, fix)
+
+
+# Opcodes of pickle protocol 4 and 5 (SHORT_BINUNICODE .. READONLY_BUFFER):
+# torch's weights_only unpickler and its static scanner know only protocol 2.
+_PROTOCOL_4_OPCODES = frozenset(range(0x8C, 0x99))
+_OPERAND = re.compile(r"Unsupported operand (\d+)")
+
+
+def _pickle_protocol(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    m = _OPERAND.search(msg)
+    if not m or int(m.group(1)) not in _PROTOCOL_4_OPCODES:
+        return None
+    return Diagnosis(
+        "pickle_protocol_unsupported",
+        f"the file was saved with pickle protocol 4 or 5 (torch.save(..., pickle_protocol=4)); "
+        f"the weights_only unpickler reads only protocol 2 (opcode {int(m.group(1)):#x})",
+        "re-save it with torch.save's default pickle_protocol; if you trust the file, torch.load(f, weights_only=False)",
+    )
+
+
+def _storage_size(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if "does not match expected size" not in msg and "storage has wrong byte size" not in msg:
+        return None
+    return Diagnosis(
+        "storage_size_mismatch",
+        "a storage in the file declares a size that its bytes do not have: the file is damaged or crafted",
+        "do not use this copy: re-copy or re-save it from the source and compare checksums",
+    )
+
+
+def _safetensors_corrupt(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if etype != "SafetensorError" and "Error while deserializing header" not in msg:
+        return None
+    return Diagnosis(
+        "safetensors_corrupt",
+        "the safetensors header or data section is damaged, truncated or inconsistent",
+        "re-copy or re-save the file (safetensors.torch.save_file); compare its size and checksum with the original",
+    )
+
+
+def _code_global(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if "Weights only load failed" not in msg and not (etype == "UnpicklingError" and "weights_only" in msg):
+        return None
+    names = sorted({n for n in _GLOBAL.findall(msg) if runs_code(n)})
+    if not names:
+        return None
+    return Diagnosis(
+        "pickle_runs_code",
+        f"the file's pickle calls {', '.join(names)}, which runs code or commands when unpickled: "
+        "the file is built to execute something on load",
+        f"do not load it with weights_only=False and do not allowlist {', '.join(names)}; "
+        "ask its author for a state_dict or a safetensors file",
+    )
+
+
+def _cuda_on_cpu(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if "deserialize object on a CUDA device" not in msg and "CUDA device but torch.cuda.is_available() is False" not in msg:
+        return None
+    if fmt == "exported":
+        fix = "torch.export.load has no map_location: export and save the program from a CPU copy of the model (model.cpu())"
+    else:
+        fix = 'torch.load(f, map_location="cpu") (or map_location=torch.device("cpu"))'
+    return Diagnosis("cuda_storage_on_cpu_host", "the file holds storages saved on a CUDA device and this env has no GPU", fix)
+
+
+def _key_prefix(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if "Unexpected key(s)" not in msg:
+        return None
+    keys = _KEYS.findall(msg)
+    for prefix, origin in (("_orig_mod.", "torch.compile"), ("module.", "DataParallel / DistributedDataParallel")):
+        if keys and all(k.startswith(prefix) for k in keys):
+            return Diagnosis(
+                f"key_prefix_{prefix.strip('._')}",
+                f"every state dict key starts with {prefix!r}: the model was saved wrapped by {origin}",
+                f'torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, "{prefix}") before load_state_dict; '
+                f"better, save the unwrapped model's state_dict ({'model._orig_mod' if prefix == '_orig_mod.' else 'model.module'}.state_dict())",
+            )
+    return None
+
+
+def _meta_parametrization(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if "Unexpected key(s)" not in msg or ".parametrizations." not in msg or load.get("apply") != "assign":
+        return None
+    return Diagnosis(
+        "parametrization_built_on_meta",
+        "the model built on the meta device lacks state a parametrization registers at construction "
+        "(orthogonal's right_inverse raises NotImplementedError on meta and register_parametrization ignores it, so its 'base' buffer never exists)",
+        "build the model on the CPU (or load with strict=False and re-register the parametrization), then load_state_dict",
+    )
+
+
+def _mmap_legacy(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if "mmap can only be used with files saved with" not in msg:
+        return None
+    return Diagnosis(
+        "mmap_legacy_format",
+        "mmap=True needs the zip serialization; this file uses the legacy (pre-1.6) format",
+        "load it with mmap=False, or re-save it with torch.save(obj, f) (zip serialization is the default)",
+    )
+
+
+def _missing_class(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if etype not in ("AttributeError", "ModuleNotFoundError") or ("Can't get attribute" not in msg and "No module named" not in msg):
+        return None
+    return Diagnosis(
+        "class_not_importable",
+        "the pickled model refers to a class or module this env cannot import",
+        "make the model's module importable under the same name here, or ship a state_dict and build the model in code",
+    )
+
+
+def _export_archive_too_new(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if fmt != "exported" or "There is no item named 'version' in the archive" not in msg:
+        return None
+    return Diagnosis(
+        "export_archive_from_newer_torch",
+        "this torch.export.load does not understand the archive layout of the torch that wrote the file "
+        "(torch.export archives are not forward compatible)",
+        "load the program with the torch release that saved it or a newer one, or export the model again under this torch",
+    )
+
+
+_SCHEMA = re.compile(r"Serialized version \[?'?(\d+)'?, '?(\d+)'?\]? does not match our current schema version \((\d+), (\d+)\)")
+
+
+def _export_schema(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    m = _SCHEMA.search(msg)
+    if fmt != "exported" or not m:
+        return None
+    saved, here = f"{m.group(1)}.{m.group(2)}", f"{m.group(3)}.{m.group(4)}"
+    return Diagnosis(
+        "export_schema_mismatch",
+        f"the program was serialized with torch.export schema {saved}; this torch reads schema {here} and refuses other major versions",
+        "load it with a torch of the same export schema major version, or export the model again under this torch",
+    )
+
+
+def _user_case(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if etype != "FactoryUnavailable":
+        return None
+    return Diagnosis(
+        "user_case_not_importable",
+        "this env cannot import the user case's factory, so it cannot build the model to load into",
+        "install the package that provides it in every env of the matrix (add it to `install` in [tool.torch-roundtrip])",
+    )
+
+
+def _truncated(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+    if not any(s in msg for s in ("failed finding central directory", "PytorchStreamReader failed", "unexpected EOF", "Ran out of input")):
+        return None
+    return Diagnosis("corrupt_file", "the file is truncated or not a complete torch file", "re-copy or re-save the file; compare its size and checksum with the original")
+
+
+_RULES: tuple[Callable[[str, str, str, dict], Optional[Diagnosis]], ...] = (
+    # The CUDA rule first: old torch wraps its CUDA error in a weights_only one.
+    # The code and protocol rules before the weights_only one: they are
+    # weights_only failures too, but add_safe_globals is not their fix.
+    _cuda_on_cpu, _code_global, _pickle_protocol, _storage_size, _weights_only, _safetensors_corrupt,
+    _key_prefix, _meta_parametrization, _mmap_legacy, _missing_class, _export_archive_too_new, _export_schema, _user_case, _truncated,
+)
+
+
+def diagnose(etype: str, message: str, fmt: str = "", load: Optional[dict] = None, warnings: tuple = ()) -> Optional[Diagnosis]:
+    """The first rule that recognises this error, or None.
+
+    `warnings` are the texts of warnings raised during the load: some loaders
+    (torch.export.load) only say "check the warnings above".
+    """
+    text = "\n".join([message, *warnings])
+    for rule in _RULES:
+        found = rule(etype, text, fmt, load or {})
+        if found:
+            return found
+    return None

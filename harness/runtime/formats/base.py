@@ -1,0 +1,115 @@
+"""The small interface every format implements.
+
+A format saves a built case into a directory and returns the *views* to
+record (snapshots of what it wrote); it lists the load options it sweeps; and
+it loads the directory under one option, returning a snapshot of what came
+back, the view to compare it with, and the module to run for the forward
+check when there is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+from harness.runtime.manifest import Snapshot, flatten, module_snapshot
+
+__all__ = [
+    "Format",
+    "LoadContext",
+    "Loaded",
+    "Saved",
+    "file_snapshot",
+    "meta_leftovers",
+    "prefixed_state_dict",
+]
+
+
+@dataclass
+class Saved:
+    files: list
+    views: dict  # name -> Snapshot
+    saved_with: dict = field(default_factory=dict)
+    #: the program the file holds, when it is not the eager model (a trace,
+    #: an exported graph): its own outputs are what a load must reproduce
+    forward_module: Any = None
+
+
+@dataclass
+class Loaded:
+    view: str
+    snapshot: Snapshot
+    module: Any = None  # what to call for the forward check
+    forward_skip: Optional[str] = None
+    ignore: tuple = ()  # names of the view the load does not restore, by design
+
+
+class LoadContext:
+    """What a load may need besides the file: fresh models of the case, built here."""
+
+    device: str = "cpu"
+
+    def fresh(self) -> Any:  # pragma: no cover - interface
+        """A freshly built model (poisoned, so nothing passes unless loaded)."""
+        raise NotImplementedError
+
+    def meta(self) -> Any:  # pragma: no cover - interface
+        """The model built on the meta device, for assign=True."""
+        raise NotImplementedError
+
+    def training(self, model: Any) -> tuple:  # pragma: no cover - interface
+        """A fresh (optimizer, scheduler) pair for `model`."""
+        raise NotImplementedError
+
+
+class Format:
+    """One way to save and load a model."""
+
+    name: ClassVar[str] = ""
+    #: whether a cuda-emulated save can tag this format's storages
+    emulatable: ClassVar[bool] = True
+    summary: ClassVar[str] = ""
+
+    def unavailable(self) -> Optional[str]:
+        """Why this env cannot use the format at all, or None."""
+        return None
+
+    def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
+        raise NotImplementedError
+
+    def variants(self, cuda: bool) -> list:
+        raise NotImplementedError
+
+    def load(self, directory: Path, options: Any, ctx: LoadContext) -> Loaded:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<format {self.name}>"
+
+
+def prefixed_state_dict(model: Any, prefix: Optional[str]) -> Any:
+    """model.state_dict(), with every key prefixed as torch.compile or DataParallel would."""
+    from collections import OrderedDict
+
+    state = model.state_dict()
+    if not prefix:
+        return state
+    out = OrderedDict((f"{prefix}{k}", v) for k, v in state.items())
+    meta = getattr(state, "_metadata", None)
+    if meta is not None:
+        out._metadata = OrderedDict((f"{prefix}{k}".rstrip(".") if k else prefix.rstrip("."), v) for k, v in meta.items())  # type: ignore[attr-defined]
+    return out
+
+
+def file_snapshot(obj: Any, model: Any, prefix: Optional[str] = None, under: str = "") -> Snapshot:
+    """Snapshot of a saved dict, with parameter/buffer roles taken from `model`."""
+    snap = flatten(obj)
+    roles = {f"{under}{prefix or ''}{k}": role for k, (_, role) in module_snapshot(model).tensors.items()}
+    for name, (t, _) in list(snap.tensors.items()):
+        snap.tensors[name] = (t, roles.get(name, "tensor"))
+    return snap
+
+
+def meta_leftovers(snapshot: Snapshot) -> list:
+    return sorted(n for n, (t, _) in snapshot.tensors.items() if t.device.type == "meta")

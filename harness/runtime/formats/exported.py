@@ -1,0 +1,58 @@
+"""`exported`: ``torch.export.save`` of ``torch.export.export(model, inputs)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from harness.runtime.errors import Unsupported
+from harness.runtime.formats.base import Format, LoadContext, Loaded, Saved
+from harness.runtime.load_options import LoadOptions
+from harness.runtime.manifest import Snapshot
+
+__all__ = ["Exported"]
+
+
+def program_snapshot(ep: Any) -> Snapshot:
+    """Parameters and buffers of an ExportedProgram, plus its lifted constants."""
+    import torch
+
+    snap = Snapshot()
+    for name, t in ep.state_dict.items():
+        snap.tensors[name] = (t, "parameter" if isinstance(t, torch.nn.Parameter) else "buffer")
+    for name, t in (getattr(ep, "constants", None) or {}).items():
+        if isinstance(t, torch.Tensor):
+            snap.tensors[f"$constant.{name}"] = (t, "constant")
+    return snap
+
+
+class Exported(Format):
+    name = "exported"
+    summary = "torch.export.save(torch.export.export(model, inputs))"
+    filename = "model.pt2"
+
+    def unavailable(self) -> Optional[str]:
+        import torch
+
+        export = getattr(torch, "export", None)
+        if export is None or not hasattr(export, "save") or not hasattr(export, "export"):
+            return "torch.export.save does not exist in this torch (it appeared in torch 2.1)"
+        return None
+
+    def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
+        import torch
+
+        if built.inputs is None:
+            raise Unsupported("torch.export needs example inputs; the user case's factory gives none")
+        ep = torch.export.export(built.model, tuple(built.inputs))
+        torch.export.save(ep, str(directory / self.filename))
+        return Saved(files=[self.filename], views={"program": program_snapshot(ep)}, forward_module=ep.module())
+
+    def variants(self, cuda: bool) -> list:
+        return [LoadOptions()]  # torch.export.load takes no map_location
+
+    def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:
+        import torch
+
+        ep = torch.export.load(str(directory / self.filename))
+        return Loaded("program", program_snapshot(ep), module=ep.module())

@@ -1,0 +1,57 @@
+"""`safetensors`: ``safetensors.torch.save_model`` / ``load_model``.
+
+safetensors stores dense, contiguous tensors without device tags and without
+pickle; ``save_model`` drops tied duplicates and ``load_model`` re-ties them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Optional
+
+from harness.runtime.formats.base import Format, LoadContext, Loaded, Saved
+from harness.runtime.load_options import LoadOptions
+from harness.runtime.manifest import module_snapshot
+
+__all__ = ["Safetensors"]
+
+
+def _st() -> Any:
+    import safetensors.torch
+
+    return safetensors.torch
+
+
+class Safetensors(Format):
+    name = "safetensors"
+    summary = "safetensors.torch.save_model / load_model"
+    filename = "model.safetensors"
+    emulatable = False  # the file format has no device tags to emulate
+
+    def unavailable(self) -> Optional[str]:
+        try:
+            _st()
+        except ImportError as e:
+            return f"safetensors is not installed in this env ({e})"
+        return None
+
+    def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
+        st = _st()
+        kw = {}
+        if "force_contiguous" in inspect.signature(st.save_model).parameters:
+            kw["force_contiguous"] = True
+        st.save_model(built.model, str(directory / self.filename), **kw)
+        return Saved(files=[self.filename], views={"module": module_snapshot(built.model)})
+
+    def variants(self, cuda: bool) -> list:
+        return [LoadOptions(apply="model", device=d) for d in ["cpu"] + (["cuda"] if cuda else [])]
+
+    def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:
+        st = _st()
+        model = ctx.fresh()
+        kw = {}
+        if options.device and "device" in inspect.signature(st.load_model).parameters:
+            kw["device"] = options.device
+        st.load_model(model, str(directory / self.filename), strict=True, **kw)
+        return Loaded("module", module_snapshot(model), module=model)

@@ -1,0 +1,76 @@
+"""`state_dict`: ``torch.save(model.state_dict())`` in the zip format (the default since 1.6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from harness.runtime.formats.base import (
+    Format,
+    LoadContext,
+    Loaded,
+    Saved,
+    file_snapshot,
+    meta_leftovers,
+    prefixed_state_dict,
+)
+from harness.runtime.load_options import (
+    LoadOptions,
+    apply_sweep,
+    check_assign,
+    torch_load_kwargs,
+    torch_load_sweep,
+)
+from harness.runtime.manifest import flatten, module_snapshot
+
+__all__ = ["StateDict"]
+
+
+class StateDict(Format):
+    name = "state_dict"
+    summary = "torch.save(model.state_dict()), zip serialization"
+    filename = "model.pt"
+    zip_serialization = True
+
+    def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
+        import torch
+
+        state = prefixed_state_dict(built.model, prefix)
+        path = directory / self.filename
+        kwargs = {} if self.zip_serialization else {"_use_new_zipfile_serialization": False}
+        torch.save(state, str(path), **kwargs)
+        return Saved(
+            files=[self.filename],
+            views={"file": file_snapshot(state, built.model, prefix), "module": module_snapshot(built.model)},
+        )
+
+    def variants(self, cuda: bool) -> list:
+        return torch_load_sweep(cuda) + apply_sweep(("strict", "assign"), cuda)
+
+    def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:
+        import torch
+
+        state = torch.load(str(directory / self.filename), **torch_load_kwargs(options))
+        if options.apply == "strict":
+            model = ctx.fresh()
+            model.load_state_dict(state, strict=True)
+            return Loaded("module", module_snapshot(model), module=model)
+        if options.apply == "assign":
+            check_assign()
+            model = ctx.meta()
+            model.load_state_dict(state, strict=True, assign=True)
+            snap = module_snapshot(model)
+            left = meta_leftovers(snap)
+            # Non-persistent buffers are not in a state dict, so assign=True
+            # leaves them on the meta device: not a loading defect, but the
+            # user must re-create them. Compare what the file carries.
+            left = tuple(n for n in meta_leftovers(snap) if snap.tensors[n][1] == "buffer_np")
+            if left:
+                skip = (
+                    f"{', '.join(left)} stay on the meta device after load_state_dict(assign=True): "
+                    "non-persistent buffers are not in a state dict; re-create them after loading"
+                )
+                snap.notes.append(skip)
+                return Loaded("module", snap, forward_skip=skip, ignore=left)
+            return Loaded("module", snap, module=model)
+        return Loaded("file", flatten(state))

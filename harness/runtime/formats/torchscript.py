@@ -1,0 +1,60 @@
+"""`torchscript`: ``torch.jit.save`` of the scripted model, or of a trace when scripting fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from harness.runtime.errors import Unsupported
+from harness.runtime.formats.base import Format, LoadContext, Loaded, Saved
+from harness.runtime.load_options import LoadOptions, map_location_value
+from harness.runtime.manifest import module_snapshot
+
+__all__ = ["TorchScript"]
+
+
+class TorchScript(Format):
+    name = "torchscript"
+    summary = "torch.jit.save(torch.jit.script(model)), else a trace"
+    filename = "model.ts"
+    # The TorchScript serializer is C++ and never asks Python's location
+    # taggers, so a cuda-emulated save would silently be a CPU file.
+    emulatable = False
+
+    def unavailable(self) -> Optional[str]:
+        import torch
+
+        if not hasattr(torch, "jit") or not hasattr(torch.jit, "save"):
+            return "torch.jit is not available in this torch"
+        return None
+
+    def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
+        import torch
+
+        saved_with: dict = {}
+        try:
+            scripted = torch.jit.script(built.model)
+            saved_with["method"] = "script"
+        except Exception as e:  # scripting is best effort; tracing is the documented fallback
+            saved_with["method"] = "trace"
+            saved_with["script_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            if built.inputs is None:
+                msg = f"torch.jit.script failed ({saved_with['script_error']}) and there are no example inputs to trace with"
+                raise Unsupported(msg) from None
+            scripted = torch.jit.trace(built.model, built.inputs, check_trace=False)
+        torch.jit.save(scripted, str(directory / self.filename))
+        return Saved(files=[self.filename], views={"module": module_snapshot(scripted)}, saved_with=saved_with, forward_module=scripted)
+
+    def variants(self, cuda: bool) -> list:
+        # torch.jit.load takes a device or a string, never a dict or a callable.
+        maps = ["none", "cpu", "device:cpu"] + (["cuda"] if cuda else [])
+        return [LoadOptions(map_location=m) for m in maps]
+
+    def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:
+        import torch
+
+        kw = {}
+        if options.map_location not in (None, "none"):
+            kw["map_location"] = map_location_value(options.map_location)
+        model = torch.jit.load(str(directory / self.filename), **kw)
+        return Loaded("module", module_snapshot(model), module=model)

@@ -1,0 +1,135 @@
+"""Load options: how a file is opened, as plain data, and the sweep of them.
+
+A `LoadOptions` names each option by a string so that it travels in JSON
+(`map_location` cannot: it may be a device, a dict or a callable). The same
+sweep runs in every env; an option this torch lacks (``mmap`` before 2.1,
+``assign`` before 2.1) becomes a skip with the reason, found by looking at
+``torch.load``'s signature, never at its version.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional
+
+from harness.runtime.errors import InputError, Unsupported
+
+__all__ = [
+    "MAP_LOCATIONS",
+    "LoadOptions",
+    "apply_sweep",
+    "check_assign",
+    "map_location_value",
+    "torch_load_kwargs",
+    "torch_load_sweep",
+]
+
+#: How map_location is spelled in results, and what it means.
+MAP_LOCATIONS = {
+    "none": "no map_location: storages go back where they were saved",
+    "cpu": 'map_location="cpu"',
+    "device:cpu": 'map_location=torch.device("cpu")',
+    "dict:cuda:0->cpu": 'map_location={"cuda:0": "cpu"}',
+    "callable": "map_location=lambda storage, loc: storage",
+    "cuda": 'map_location="cuda"',
+}
+WEIGHTS_ONLY = ("default", "true", "false")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """One way of opening a file. None means "does not apply to this format"."""
+
+    map_location: Optional[str] = None
+    weights_only: Optional[str] = None
+    mmap: Optional[bool] = None
+    apply: Optional[str] = None  # none | strict | assign | resume | model
+    device: Optional[str] = None  # safetensors' device argument
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @property
+    def id(self) -> str:
+        """A stable, readable key: ``apply=none;map_location=cpu;mmap=0;weights_only=default``."""
+        parts = []
+        for k, v in sorted(self.to_dict().items()):
+            parts.append(f"{k}={int(v) if isinstance(v, bool) else v}")
+        return ";".join(parts) or "default"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LoadOptions:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+
+
+def torch_load_sweep(cuda: bool) -> list:
+    """Every map_location x weights_only x mmap, loading the file as it is."""
+    maps = [m for m in MAP_LOCATIONS if m != "cuda" or cuda]
+    return [
+        LoadOptions(map_location=m, weights_only=w, mmap=mm, apply="none")
+        for m in maps for w in WEIGHTS_ONLY for mm in (False, True)
+    ]
+
+
+def apply_sweep(applies: tuple, cuda: bool) -> list:
+    """Loading into a model: each apply mode, with and without mmap, mapped or not."""
+    maps = ["none", "cpu"] + (["cuda"] if cuda else [])
+    return [
+        LoadOptions(map_location=m, weights_only="default", mmap=mm, apply=a)
+        for a in applies for mm in (False, True) for m in maps
+    ]
+
+
+def _identity_location(storage: Any, location: str) -> Any:
+    return storage
+
+
+def map_location_value(name: str) -> Any:
+    """The Python value that `name` stands for."""
+    import torch
+
+    values: dict[str, Callable[[], Any]] = {
+        "cpu": lambda: "cpu",
+        "device:cpu": lambda: torch.device("cpu"),
+        "dict:cuda:0->cpu": lambda: {"cuda:0": "cpu"},
+        "callable": lambda: _identity_location,
+        "cuda": lambda: "cuda",
+    }
+    if name not in values:
+        msg = f"map_location={name!r} is not one of {', '.join(MAP_LOCATIONS)}"
+        raise InputError(msg)
+    return values[name]()
+
+
+def _has_param(fn: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def torch_load_kwargs(options: LoadOptions) -> dict:
+    """Keyword arguments for ``torch.load``; Unsupported for options this torch lacks."""
+    import torch
+
+    kw: dict = {}
+    if options.map_location not in (None, "none"):
+        kw["map_location"] = map_location_value(options.map_location)
+    if options.weights_only not in (None, "default"):
+        if not _has_param(torch.load, "weights_only"):
+            raise Unsupported("torch.load has no weights_only parameter in this torch")
+        kw["weights_only"] = options.weights_only == "true"
+    if options.mmap:
+        if not _has_param(torch.load, "mmap"):
+            raise Unsupported("torch.load has no mmap parameter in this torch (it appeared in torch 2.1)")
+        kw["mmap"] = True
+    return kw
+
+
+def check_assign() -> None:
+    """load_state_dict(assign=True) needs a torch that has the parameter."""
+    import torch
+
+    if not _has_param(torch.nn.Module.load_state_dict, "assign"):
+        raise Unsupported("nn.Module.load_state_dict has no assign parameter in this torch (it appeared in torch 2.1)")

@@ -1,0 +1,457 @@
+"""Specs: plain-JSON descriptions of architectures, and their validation.
+
+A spec is what travels between envs (never a pickled module). Any env
+rebuilds the same architecture from it with its own torch (see `builder`).
+Validation happens once, here, and names the offending field with a dotted
+path such as ``model.children[2].out_features``.
+
+Top-level fields::
+
+    name               identifier-like case name (letters, digits, _ . -)
+    seed               int; seeds weight init, inputs and training
+    model              a container node (below)
+    batch              batch size of the synthetic inputs (default 2)
+    tensors            extra parameters/buffers: name, at, kind, shape, dtype,
+                       persistent, fill (formula|zeros|ones), layout
+                       (strided|sparse_coo), requires_grad
+    ties               [{"from": "emb.weight", "to": "head.weight"}]
+    plant              [{"at": "fc.weight"}]  special values (NaN payloads, ...)
+    layout             [{"at": "conv.weight", "kind": channels_last|transposed|offset}]
+    parametrize        [{"at": "fc", "param": "weight", "kind": weight_norm|orthogonal}]
+    train              {"optimizer": adam|adamw|sgd, "lr", "steps", "loss":
+                        cross_entropy|square_mean, "target"}
+    state_dict_prefix  null, "_orig_mod." (torch.compile) or "module." (DataParallel)
+    tags               free-form strings that expectations can match
+    origin             curated | generated | user
+    description        one sentence for the report
+
+A node is a leaf ``{"kind": "linear", "in_features": 10, ..., "dtype": "float32"}``
+(see `layers.KINDS`) or a container: ``sequential`` (children run as a chain;
+each output feeds the next), ``module_list`` or ``module_dict`` (children run
+side by side, each on its own input). ``children`` is a list; a child of a
+``sequential`` or ``module_dict`` may carry a ``"name"`` (else its index names it).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from harness.runtime.dtypes import FLOAT_DTYPES, SPEC_DTYPES
+from harness.runtime.errors import InputError, SpecError
+from harness.runtime.layers import KINDS, REQUIRED, Sig
+
+__all__ = [
+    "CONTAINERS",
+    "SCHEMA",
+    "Leaf",
+    "Spec",
+    "chain_signature",
+    "child_items",
+    "load_specs",
+    "module_paths",
+    "walk_leaves",
+]
+
+SCHEMA = 1
+CONTAINERS = ("sequential", "module_list", "module_dict")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PATH = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+PREFIXES = ("_orig_mod.", "module.")
+_TOP = {
+    "schema", "name", "seed", "model", "batch", "tensors", "ties", "plant", "layout",
+    "parametrize", "train", "state_dict_prefix", "tags", "origin", "description", "factory",
+}
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+#: What a user case (a factory instead of a model tree) may also carry.
+_FACTORY_FIELDS = {"schema", "name", "seed", "factory", "train", "state_dict_prefix", "tags", "origin", "description"}
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A leaf layer found while walking a spec: its module path and fields."""
+
+    path: str
+    kind: str
+    fields: dict
+    dtype: str
+    where: str  # dotted spec path, for messages
+
+
+def _type_name(t: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list", dict: "an object"}.get(t, t.__name__)
+
+
+def _check_type(where: str, value: Any, t: type) -> None:
+    ok = isinstance(value, t)
+    if t is int and isinstance(value, bool):
+        ok = False
+    if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise SpecError(where, f"expected {_type_name(t)}, got {json.dumps(value)[:60]}")
+
+
+def _children(node: dict, where: str) -> list:
+    """(name, child node, spec path) of a container's children, in order.
+
+    Children are always a list (JSON objects have no order, and manifests are
+    written with sorted keys); a child may carry a ``"name"``, else its index
+    names it, as in ``nn.Sequential``.
+    """
+    kind = node["kind"]
+    kids = node.get("children", REQUIRED)
+    if kids is REQUIRED:
+        raise SpecError(f"{where}.children", f"a {kind} needs children")
+    if not isinstance(kids, list):
+        raise SpecError(f"{where}.children", 'expected a list of child nodes (give each a "name" to name it)')
+    if not kids:
+        raise SpecError(f"{where}.children", f"a {kind} needs at least one child")
+    out = []
+    for i, child in enumerate(kids):
+        cw = f"{where}.children[{i}]"
+        if not isinstance(child, dict) or "kind" not in child:
+            raise SpecError(cw, 'expected a node object with a "kind"')
+        name = child.get("name", str(i))
+        if "name" in child:
+            if kind == "module_list":
+                raise SpecError(f"{cw}.name", "module_list children are numbered, not named")
+            if not (isinstance(name, str) and _IDENT.match(name)):
+                raise SpecError(f"{cw}.name", "a child name must be a Python identifier")
+        out.append((name, child, cw))
+    names = [n for n, _, _ in out]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{where}.children", "child names must be unique")
+    return out
+
+
+def child_items(node: dict) -> list:
+    """(name, child) pairs of a validated container node."""
+    return [(c.get("name", str(i)), c) for i, c in enumerate(node["children"])]
+
+
+def _validate_leaf(node: dict, where: str) -> dict:
+    kind = KINDS[node["kind"]]
+    known = {f.name for f in kind.fields} | {"kind", "dtype", "name"}
+    for key in node:
+        if key not in known:
+            raise SpecError(f"{where}.{key}", f"unknown field for {kind.name} (known: {', '.join(sorted(known - {'kind'}))})")
+    fields: dict = {}
+    for f in kind.fields:
+        if f.name in node:
+            _check_type(f"{where}.{f.name}", node[f.name], f.type)
+            fields[f.name] = node[f.name]
+        elif f.default is REQUIRED:
+            raise SpecError(f"{where}.{f.name}", f"required for {kind.name}")
+        else:
+            fields[f.name] = f.default
+    for f in kind.fields:
+        if f.check:
+            problem = f.check(fields[f.name], fields)
+            if problem:
+                raise SpecError(f"{where}.{f.name}", f"{fields[f.name]!r} {problem}")
+    if "dtype" in node:
+        if not kind.has_params:
+            raise SpecError(f"{where}.dtype", f"{kind.name} has no parameters, so no dtype (it takes its input's)")
+        if node["dtype"] not in kind.dtypes:
+            raise SpecError(f"{where}.dtype", f"{node['dtype']!r} is not one of {', '.join(kind.dtypes)} for {kind.name}")
+    return fields
+
+
+def walk_leaves(node: dict, path: str = "", where: str = "model") -> Iterator[Leaf]:
+    """Every leaf of a (validated) node tree, in forward order."""
+    if node["kind"] in CONTAINERS:
+        for name, child, cw in _children(node, where):
+            yield from walk_leaves(child, f"{path}.{name}" if path else name, cw)
+    else:
+        kind = KINDS[node["kind"]]
+        yield Leaf(path, kind.name, {f.name: node.get(f.name, f.default) for f in kind.fields}, node.get("dtype", "float32"), where)
+
+
+def chain_signature(node: dict, where: str, sig: Optional[Sig]) -> Sig:
+    """The output signature ``(space, features, dtype)`` of `node` fed by `sig`.
+
+    `sig` None means the node starts a chain and takes its natural input.
+    A ``sequential`` feeds each child the previous child's output; raises
+    `SpecError` at `where` (a dotted path) where a child does not accept it.
+    Validation and the Hypothesis strategies share this one computation, so
+    a drawn chain fits exactly when validation says it does.
+    """
+    if node["kind"] == "sequential":
+        for _, child, cw in _children(node, where):
+            if child["kind"] in ("module_list", "module_dict"):
+                raise SpecError(cw, "a sequential chains its children, so it cannot hold a module_list or module_dict (their children run side by side)")
+            sig = chain_signature(child, cw, sig)
+        assert sig is not None
+        return sig
+    kind = KINDS[node["kind"]]
+    fields = {f.name: node.get(f.name, f.default) for f in kind.fields}
+    if sig is None:
+        return kind.output(fields, kind.natural_input(fields, node.get("dtype", "float32")))
+    dtype = node.get("dtype", sig[2]) if kind.has_params else sig[2]
+    if not kind.accepts(fields, sig) or (kind.has_params and dtype != sig[2] and sig[0] != "tokens"):
+        raise SpecError(where, f"{kind.name} does not accept the previous output {sig[0]}[{sig[1]}] of dtype {sig[2]}")
+    return kind.output(fields, (sig[0], sig[1], dtype if sig[0] == "tokens" else sig[2]))
+
+
+def _validate_node(node: Any, where: str, depth: int = 0, chained: bool = False) -> None:
+    if not isinstance(node, dict):
+        raise SpecError(where, "expected a node object")
+    kind = node.get("kind")
+    if kind in CONTAINERS:
+        extra = set(node) - {"kind", "children", "name"}
+        if extra:
+            raise SpecError(f"{where}.{sorted(extra)[0]}", f"unknown field for a {kind}")
+        if depth > 12:
+            raise SpecError(where, "nesting deeper than 12 containers")
+        for _, child, cw in _children(node, where):
+            _validate_node(child, cw, depth + 1, chained=kind == "sequential")
+        # A sequential inside a sequential is fed by its predecessor, not by
+        # its own first child's natural input: the outermost chain checks it.
+        if kind == "sequential" and not chained:
+            chain_signature(node, where, None)
+    elif kind in KINDS:
+        _validate_leaf(node, where)
+    else:
+        raise SpecError(f"{where}.kind", f"{kind!r} is not a layer kind (known: {', '.join(sorted(set(KINDS) | set(CONTAINERS)))})")
+
+
+def module_paths(node: dict, path: str = "") -> dict:
+    """Module path -> kind, for every module in the tree (the root is ``""``).
+
+    Paths are dotted as in a state dict (``"0.fc1"``); these are the places
+    extras (``at``) may name.
+    """
+    out = {path: node["kind"]}
+    if node["kind"] in CONTAINERS:
+        for name, child in child_items(node):
+            out.update(module_paths(child, f"{path}.{name}" if path else name))
+    return out
+
+
+def _expect_list(data: dict, key: str) -> list:
+    value = data.get(key, [])
+    _check_type(key, value, list)
+    for i, item in enumerate(value):
+        _check_type(f"{key}[{i}]", item, dict)
+    return value
+
+
+def _validate_extras(data: dict, modules: dict[str, str]) -> None:
+    def known_keys(item: dict, where: str, allowed: set[str]) -> None:
+        for k in item:
+            if k not in allowed:
+                raise SpecError(f"{where}.{k}", f"unknown field (known: {', '.join(sorted(allowed))})")
+
+    def module_at(where: str, at: str) -> None:
+        if at not in modules:
+            raise SpecError(where, f"no module at {at!r} (modules: {', '.join(repr(m) for m in sorted(modules))})")
+
+    for i, t in enumerate(_expect_list(data, "tensors")):
+        w = f"tensors[{i}]"
+        known_keys(t, w, {"name", "at", "kind", "shape", "dtype", "persistent", "fill", "layout", "requires_grad"})
+        for req in ("name", "shape"):
+            if req not in t:
+                raise SpecError(f"{w}.{req}", "required")
+        if not (isinstance(t["name"], str) and _IDENT.match(t["name"])):
+            raise SpecError(f"{w}.name", "must be a Python identifier")
+        module_at(f"{w}.at", t.get("at", ""))
+        if t.get("kind", "buffer") not in ("parameter", "buffer"):
+            raise SpecError(f"{w}.kind", "must be 'parameter' or 'buffer'")
+        _check_type(f"{w}.shape", t["shape"], list)
+        for j, d in enumerate(t["shape"]):
+            _check_type(f"{w}.shape[{j}]", d, int)
+            if d < 0:
+                raise SpecError(f"{w}.shape[{j}]", "must be >= 0")
+        dtype = t.get("dtype", "float32")
+        if dtype not in SPEC_DTYPES:
+            raise SpecError(f"{w}.dtype", f"{dtype!r} is not one of {', '.join(SPEC_DTYPES)}")
+        if t.get("fill", "formula") not in ("formula", "zeros", "ones"):
+            raise SpecError(f"{w}.fill", "must be 'formula', 'zeros' or 'ones'")
+        layout = t.get("layout", "strided")
+        if layout not in ("strided", "sparse_coo"):
+            raise SpecError(f"{w}.layout", "must be 'strided' or 'sparse_coo'")
+        if layout == "sparse_coo" and (len(t["shape"]) != 2 or t.get("kind", "buffer") != "buffer"):
+            raise SpecError(f"{w}.layout", "sparse_coo is supported for 2-D buffers")
+        if t.get("kind") == "parameter" and t.get("requires_grad", True) and dtype not in FLOAT_DTYPES:
+            raise SpecError(f"{w}.requires_grad", f"only floating point parameters can require grad, not {dtype}")
+        if "persistent" in t and t.get("kind", "buffer") != "buffer":
+            raise SpecError(f"{w}.persistent", "only buffers are persistent or not")
+    names = [(t.get("at", ""), t["name"]) for t in data.get("tensors", [])]
+    if len(set(names)) != len(names):
+        raise SpecError("tensors", "two extra tensors with the same name at the same module")
+
+    for i, tie in enumerate(_expect_list(data, "ties")):
+        known_keys(tie, f"ties[{i}]", {"from", "to"})
+        for end in ("from", "to"):
+            v = tie.get(end)
+            if not (isinstance(v, str) and _PATH.match(v)):
+                raise SpecError(f"ties[{i}].{end}", "a parameter path such as 'emb.weight'")
+            module_at(f"ties[{i}].{end}", v.rpartition(".")[0])
+    for i, p in enumerate(_expect_list(data, "plant")):
+        known_keys(p, f"plant[{i}]", {"at"})
+        if not isinstance(p.get("at"), str):
+            raise SpecError(f"plant[{i}].at", "a tensor path such as 'fc.weight'")
+    for i, lay in enumerate(_expect_list(data, "layout")):
+        known_keys(lay, f"layout[{i}]", {"at", "kind"})
+        if not isinstance(lay.get("at"), str):
+            raise SpecError(f"layout[{i}].at", "a parameter path such as 'conv.weight'")
+        if lay.get("kind") not in ("channels_last", "transposed", "offset"):
+            raise SpecError(f"layout[{i}].kind", "must be 'channels_last', 'transposed' or 'offset'")
+    for i, par in enumerate(_expect_list(data, "parametrize")):
+        known_keys(par, f"parametrize[{i}]", {"at", "param", "kind"})
+        module_at(f"parametrize[{i}].at", par.get("at", ""))
+        if par.get("kind") not in ("weight_norm", "orthogonal"):
+            raise SpecError(f"parametrize[{i}].kind", "must be 'weight_norm' or 'orthogonal'")
+    train = data.get("train")
+    if train is not None:
+        _check_type("train", train, dict)
+        known_keys(train, "train", {"optimizer", "lr", "steps", "loss", "target"})
+        if train.get("optimizer", "adam") not in ("adam", "adamw", "sgd"):
+            raise SpecError("train.optimizer", "must be 'adam', 'adamw' or 'sgd'")
+        if train.get("loss", "square_mean") not in ("cross_entropy", "square_mean"):
+            raise SpecError("train.loss", "must be 'cross_entropy' or 'square_mean'")
+        _check_type("train.steps", train.get("steps", 1), int)
+        _check_type("train.lr", train.get("lr", 1e-3), float)
+        if not 0 <= train.get("steps", 1) <= 1000:
+            raise SpecError("train.steps", "must be between 0 and 1000")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec. `data` is the canonical JSON object."""
+
+    data: dict = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def seed(self) -> int:
+        return self.data["seed"]
+
+    @property
+    def origin(self) -> str:
+        return self.data.get("origin", "curated")
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(self.data.get("tags", ()))
+
+    def __repr__(self) -> str:
+        return f"Spec(name={self.name!r}, seed={self.seed}, leaves={len(list(self.leaves()))})"
+
+    @property
+    def factory(self) -> Optional[str]:
+        """``MODULE:FUNCTION`` of a user case, or None for a spec'd architecture."""
+        return self.data.get("factory")
+
+    def leaves(self) -> list[Leaf]:
+        return [] if self.factory else list(walk_leaves(self.data["model"]))
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str = "spec") -> Spec:
+        """Validate `data` and wrap it; SpecError names the first bad field."""
+        if not isinstance(data, dict):
+            raise SpecError(where, "expected a JSON object")
+        data = copy.deepcopy(data)
+        for key in data:
+            if key not in _TOP:
+                raise SpecError(key, f"unknown top-level field (known: {', '.join(sorted(_TOP))})")
+        if data.setdefault("schema", SCHEMA) != SCHEMA:
+            raise SpecError("schema", f"{data['schema']!r} is not the schema this harness reads ({SCHEMA})")
+        name = data.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise SpecError("name", "required: letters, digits, '_', '.', '-' (at most 120)")
+        _check_type("seed", data.setdefault("seed", 0), int)
+        if "factory" in data:
+            return cls._user_case(data)
+        _check_type("batch", data.setdefault("batch", 2), int)
+        if not 1 <= data["batch"] <= 64:
+            raise SpecError("batch", "must be between 1 and 64")
+        model = data.get("model")
+        if model is None:
+            raise SpecError("model", "required: the root container node (or a factory, for a user case)")
+        if not isinstance(model, dict) or model.get("kind") not in CONTAINERS:
+            kind = model.get("kind") if isinstance(model, dict) else type(model).__name__
+            raise SpecError("model.kind", f"the root must be a container ({', '.join(CONTAINERS)}), not {kind!r}")
+        _validate_node(model, "model")
+        _validate_extras(data, module_paths(model))
+        prefix = data.get("state_dict_prefix")
+        if prefix is not None and prefix not in PREFIXES:
+            raise SpecError("state_dict_prefix", f"must be null or one of {', '.join(map(repr, PREFIXES))}")
+        if data.get("origin", "curated") not in ("curated", "generated", "user"):
+            raise SpecError("origin", "must be 'curated', 'generated' or 'user'")
+        tags = data.get("tags", [])
+        _check_type("tags", tags, list)
+        return cls(data)
+
+    @classmethod
+    def _user_case(cls, data: dict) -> Spec:
+        ref = data["factory"]
+        if not isinstance(ref, str) or not _FACTORY.match(ref):
+            raise SpecError("factory", f"{ref!r} is not MODULE:FUNCTION, e.g. 'mypkg.models:make_model'")
+        extra = set(data) - _FACTORY_FIELDS
+        if extra:
+            raise SpecError(sorted(extra)[0], "a user case builds its model with its factory: it takes no architecture fields")
+        prefix = data.get("state_dict_prefix")
+        if prefix is not None and prefix not in PREFIXES:
+            raise SpecError("state_dict_prefix", f"must be null or one of {', '.join(map(repr, PREFIXES))}")
+        data.setdefault("origin", "user")
+        return cls(data)
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(self.data)
+
+    def to_json(self) -> str:
+        """Canonical JSON: same spec, same bytes."""
+        return json.dumps(self.data, sort_keys=True, indent=1, ensure_ascii=True)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_specs(path: Path) -> list[Spec]:
+    """Specs from a cases file (``{"cases": [...]}``), a list, or one spec object."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        msg = f"cases file {str(path)!r} does not exist"
+        raise InputError(msg) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        msg = f"cannot read cases file {str(path)!r}: {e.__class__.__name__}"
+        raise InputError(msg) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        msg = f"{path}: not JSON ({e.msg} at line {e.lineno} column {e.colno})"
+        raise InputError(msg) from None
+    items = data["cases"] if isinstance(data, dict) and "cases" in data else data
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list):
+        msg = f"{path}: expected a spec object, a list of specs or {{\"cases\": [...]}}"
+        raise InputError(msg)
+    specs = []
+    for i, item in enumerate(items):
+        try:
+            specs.append(Spec.from_dict(item))
+        except SpecError as e:
+            name = item.get("name") if isinstance(item, dict) else None
+            label = f"case {name!r}" if isinstance(name, str) else f"case #{i}"
+            msg = f"{path}: {label}: {e}"
+            raise InputError(msg) from None
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        msg = f"{path}: case names must be unique; repeated: {', '.join(dupes)}"
+        raise InputError(msg)
+    return specs
