@@ -15,6 +15,8 @@ Nothing imported by ``harness`` itself is heavy: the noxfile imports the
 matrix code in nox's own environment, where neither torch nor xxhash is.
 """
 
+from __future__ import annotations
+
 import functools
 import hashlib
 from pathlib import Path

@@ -37,7 +37,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from harness.runtime.spec import Spec
 
 __all__ = ["BENCH_SCHEMA", "TARGETS", "BenchRecord", "run_bench"]
 
@@ -70,7 +73,7 @@ def _median_time(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench_digest(gib: float, repeat: int) -> dict:
+def bench_digest(gib: float, repeat: int) -> dict[str, Any]:
     import torch
 
     from harness.runtime.digest import digest_tensor
@@ -81,7 +84,7 @@ def bench_digest(gib: float, repeat: int) -> dict:
     return {"digest_gib_per_s": (n * 8 / 2**30) / seconds, "raw": {"digest_bytes": n * 8, "digest_seconds": seconds}}
 
 
-def _big_spec(gib: float) -> Any:
+def _big_spec(gib: float) -> Spec:
     from harness.runtime.spec import Spec
 
     layers = max(1, math.ceil(gib * 2**30 / (LAYER * LAYER * 4)))
@@ -89,7 +92,7 @@ def _big_spec(gib: float) -> Any:
     return Spec.from_dict({"name": "bench_big", "seed": 0, "model": {"kind": "sequential", "children": children}})
 
 
-def bench_verify(work: Path, gib: float, repeat: int) -> dict:
+def bench_verify(work: Path, gib: float, repeat: int) -> dict[str, Any]:
     """One harness cell against the bare load it wraps, alternating to share the noise."""
     import torch
 
@@ -128,7 +131,8 @@ def bench_verify(work: Path, gib: float, repeat: int) -> dict:
 
     bare()
     harness_cell()  # builds the template once, as a worker does for a case
-    bare_times, cell_times = [], []
+    bare_times: list[float] = []
+    cell_times: list[float] = []
     for _ in range(repeat):
         for fn, times in ((bare, bare_times), (harness_cell, cell_times)):
             start = time.perf_counter()
@@ -192,7 +196,7 @@ def _rss_peak() -> int:
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def bench_rss(artifact: str) -> dict:
+def bench_rss(artifact: str) -> dict[str, Any]:
     size = (Path(artifact) / "model.pt").stat().st_size
     out = {}
     for mmap in (False, True):
@@ -203,7 +207,7 @@ def bench_rss(artifact: str) -> dict:
     return {"peak_rss_ratio": out}
 
 
-def _save_and_load(specs: list, work: Path) -> dict:
+def _save_and_load(specs: list[Spec], work: Path) -> dict[str, float]:
     from harness.runtime.formats import FORMATS
     from harness.runtime.runner import load_phase, save_phase
 
@@ -215,13 +219,13 @@ def _save_and_load(specs: list, work: Path) -> dict:
             "startup_seconds": summary.startup_seconds}
 
 
-def _generated(n: int, seed: int) -> list:
+def _generated(n: int, seed: int) -> list[Spec]:
     from harness.strategies import generate_specs
 
     return generate_specs(n, seed)
 
 
-def bench_cells(work: Path, generated: int) -> dict:
+def bench_cells(work: Path, generated: int) -> dict[str, Any]:
     from harness.runtime.cases import curated
 
     specs = curated() + (_generated(generated, 1) if generated else [])
@@ -230,7 +234,7 @@ def bench_cells(work: Path, generated: int) -> dict:
     return {"cells_per_second": run["cells"] / run["load_seconds"], "raw": {"cells_run": run}}
 
 
-def bench_process_per_cell(work: Path, run: dict, samples: int) -> dict:
+def bench_process_per_cell(work: Path, run: dict[str, float], samples: int) -> dict[str, Any]:
     """The naive way: a save script and a load script, one process each, per cell."""
     save_script = work / "naive_save.py"
     load_script = work / "naive_load.py"
@@ -267,7 +271,7 @@ def bench_process_per_cell(work: Path, run: dict, samples: int) -> dict:
             "raw": {"naive_cell_seconds": times, "harness_cell_seconds_all_in": harness_per_cell}}
 
 
-def bench_scaling(work: Path, sizes: tuple) -> dict:
+def bench_scaling(work: Path, sizes: tuple[int, ...]) -> dict[str, Any]:
     points = []
     for n in sizes:
         _log(f"scaling: {n} generated cases")
@@ -280,7 +284,7 @@ def bench_scaling(work: Path, sizes: tuple) -> dict:
     return {"scaling_exponent": slope, "raw": {"scaling_points": points}}
 
 
-def bench_env_ready(work: Path) -> dict:
+def bench_env_ready(work: Path) -> dict[str, Any]:
     """A venv with this torch from uv's warm cache, until `import torch` works."""
     import torch
 
@@ -299,7 +303,7 @@ def bench_env_ready(work: Path) -> dict:
     return {"env_ready_cached_s": time.perf_counter() - start}
 
 
-def bench_generate(n: int) -> dict:
+def bench_generate(n: int) -> dict[str, Any]:
     start = time.perf_counter()
     _generated(n, 0)
     return {"generate_500_specs_s": (time.perf_counter() - start) * 500 / n, "raw": {"generated_specs": n}}
@@ -368,12 +372,12 @@ def run_bench(out: Path, *, gib: float = 1.0, quick: bool = False, workdir: Opti
     import torch
 
     own = workdir is None
-    work = Path(tempfile.mkdtemp(prefix="bench-")) if own else Path(workdir)
+    work = Path(tempfile.mkdtemp(prefix="bench-")) if own else Path(workdir)  # type: ignore[arg-type]  # workdir is set when not own
     work.mkdir(parents=True, exist_ok=True)
-    figures: dict = {}
-    raw: dict = {}
+    figures: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
 
-    def take(part: dict) -> None:
+    def take(part: dict[str, Any]) -> None:
         raw.update(part.pop("raw", {}))
         part.pop("artifact", None)
         figures.update(part)

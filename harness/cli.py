@@ -19,10 +19,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 from harness import __version__
 from harness.runtime.defaults import DEFAULT_TIMEOUT, PROG
+from harness.runtime.env import DEVICES, LOAD_DEVICES
 from harness.runtime.errors import HarnessError, InputError
 
 __all__ = ["build_parser", "main"]
@@ -31,7 +32,7 @@ Command = Callable[[argparse.Namespace], int]
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         # One line, with the way to more help, instead of usage + error.
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
@@ -218,7 +219,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- the parser ----------------------------------------------------------------
 
 
-def _add(sub: argparse._SubParsersAction, name: str, func: Command, help: str) -> argparse.ArgumentParser:
+def _add(sub: argparse._SubParsersAction[_Parser], name: str, func: Command, help: str) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help)
     p.set_defaults(func=func)
     return p
@@ -240,14 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--cases", metavar="FILE", help="corpus from `cases` (default: the curated cases)")
     p.add_argument("--user-case", action="append", metavar="MODULE:FUNCTION", help="add your own model factory (repeatable)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "cuda-emulated"))
+    p.add_argument("--device", default="cpu", choices=DEVICES)
     _formats(p)
     _env_phase(p)
 
     p = _add(sub, "load", cmd_load, "load every artifact under every load option in this env")
     p.add_argument("--artifacts", required=True, metavar="DIR")
     p.add_argument("--results", required=True, metavar="DIR")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--device", default="cpu", choices=LOAD_DEVICES)
     _timeout(p, "seconds one cell's load may take")
     _expectations(p)
     p.add_argument("--source", metavar="LABEL[,LABEL]", help="only artifacts saved in these envs")

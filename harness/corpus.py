@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from harness.runtime.cases import curated
 from harness.runtime.errors import InputError
 from harness.runtime.fileio import write_text
 
-__all__ = ["CORPUS_SCHEMA", "corpus_json", "write_corpus"]
+if TYPE_CHECKING:
+    from harness.runtime.spec import CORPUS_SCHEMA, Spec
 
-CORPUS_SCHEMA = 1
+__all__ = ["corpus_json", "write_corpus"]
 
-
-def corpus_json(specs: list, *, generated: int = 0, seed: Optional[int] = None) -> str:
+def corpus_json(specs: list[Spec], *, generated: int = 0, seed: Optional[int] = None) -> str:
     """The canonical text of a corpus file."""
     data = {
         "schema": CORPUS_SCHEMA,
@@ -31,7 +31,7 @@ def corpus_json(specs: list, *, generated: int = 0, seed: Optional[int] = None) 
     return json.dumps(data, sort_keys=True, indent=1, ensure_ascii=True) + "\n"
 
 
-def write_corpus(out: Path, *, generated: int = 0, seed: int = 0) -> list:
+def write_corpus(out: Path, *, generated: int = 0, seed: int = 0) -> list[Spec]:
     """Write curated + `generated` Hypothesis specs (drawn with `seed`) to `out`."""
     specs = curated()
     if generated:

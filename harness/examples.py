@@ -7,18 +7,22 @@ bring that spec'd ones do not: their own module classes (which a
 
 from __future__ import annotations
 
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["TinyTagger", "hf_tiny_gpt2", "tagger", "tagger_without_inputs"]
 
 
-def _torch() -> Any:
+def _torch() -> ModuleType:
     import torch
 
     return torch
 
 
-class TinyTagger(_torch().nn.Module):
+class TinyTagger(_torch().nn.Module):  # type: ignore[misc]  # the base is looked up when the module is imported
     """A user's own class: embedding tied to the output, a persistent and a non-persistent buffer."""
 
     def __init__(self, vocab: int = 32, dim: int = 8) -> None:
@@ -36,19 +40,19 @@ class TinyTagger(_torch().nn.Module):
         return self.out(_torch().tanh(self.mix(h))) / self.temperature
 
 
-def tagger() -> tuple:
+def tagger() -> tuple[TinyTagger, torch.Tensor]:
     """TinyTagger with example inputs: forward check, trace and export all apply."""
     torch = _torch()
     g = torch.Generator().manual_seed(0)
     return TinyTagger(), torch.randint(0, 32, (2, 6), generator=g)
 
 
-def tagger_without_inputs() -> Any:
+def tagger_without_inputs() -> TinyTagger:
     """TinyTagger alone: the forward check and tracing are skips with the reason."""
     return TinyTagger()
 
 
-def hf_tiny_gpt2() -> tuple:
+def hf_tiny_gpt2() -> tuple[torch.nn.Module, torch.Tensor]:
     """A Hugging Face GPT-2 from a tiny config (needs `transformers` in every env)."""
     torch = _torch()
     from transformers import GPT2Config, GPT2LMHeadModel

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from harness.runtime.defaults import DEFAULT_TIMEOUT
 from harness.runtime.env import DEVICES, label_for
@@ -53,7 +53,7 @@ def python_support(torch: str) -> tuple[str, str]:
     return PYTHON_SUPPORT[newest] if minor > newest else PYTHON_SUPPORT[min(PYTHON_SUPPORT)]
 
 
-def requirements(torch: str) -> list:
+def requirements(torch: str) -> list[str]:
     """What an env of this torch installs besides the harness."""
     reqs = [f"torch=={torch}", "safetensors>=0.3"]
     reqs.append("numpy>=2" if matches(torch, f">={NUMPY_2_FROM}") else "numpy<2")
@@ -73,40 +73,40 @@ class Env:
         return label_for(self.torch, self.python, self.device)
 
     @property
-    def requirements(self) -> list:
+    def requirements(self) -> list[str]:
         return requirements(self.torch)
 
 
 @dataclass(frozen=True)
 class Plan:
-    save: list  # Env
-    load: list  # Env
-    skipped: list = field(default_factory=list)  # (label, reason)
+    save: list[Env]
+    load: list[Env]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (label, reason)
 
 
 @dataclass(frozen=True)
 class Matrix:
     """The matrix as configured (pyproject.toml, then command-line overrides)."""
 
-    torch: tuple = ("2.4.1", "2.15.0")
-    python: tuple = ("3.11",)
-    devices: tuple = ("cpu", "cuda-emulated")
-    formats: tuple = ()
+    torch: tuple[str, ...] = ("2.4.1", "2.15.0")
+    python: tuple[str, ...] = ("3.11",)
+    devices: tuple[str, ...] = ("cpu", "cuda-emulated")
+    formats: tuple[str, ...] = ()
     generated: int = 0
     seed: int = 0
     timeout: float = DEFAULT_TIMEOUT
-    user_cases: tuple = ()
+    user_cases: tuple[str, ...] = ()
     #: extra requirements every env installs (the package your user cases live in, ...)
-    install: tuple = ()
+    install: tuple[str, ...] = ()
 
     @classmethod
-    def from_table(cls, table: dict, where: str = "[tool.torch-roundtrip]") -> Matrix:
+    def from_table(cls, table: dict[str, Any], where: str = "[tool.torch-roundtrip]") -> Matrix:
         known = set(cls.__dataclass_fields__)
         for key in table:
             if key not in known:
                 msg = f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})"
                 raise InputError(msg)
-        kw = {}
+        kw: dict[str, Any] = {}
         for key, value in table.items():
             kw[key] = tuple(str(v) for v in value) if isinstance(value, list) else value
         return cls(**kw).validated(where)
@@ -167,7 +167,7 @@ class Matrix:
             raise InputError(f"no env of the matrix can exist ({reasons})")
         return Plan(save, load, skipped)
 
-    def corpus_args(self) -> list:
+    def corpus_args(self) -> list[str]:
         return ["--generated", str(self.generated), "--seed", str(self.seed)]
 
 
@@ -203,7 +203,7 @@ def parse_overrides(matrix: Matrix, args: Sequence[str], warn: Optional[Callable
         # The same arguments reach every session (pytest's, load's --cell):
         # say what the matrix ignores rather than refuse it.
         warn(f"matrix: ignoring {' '.join(unknown)} (matrix options: --torch, --python, --device, --formats, --generated, --seed, --timeout, --user-case, --install)")
-    changes: dict = {}
+    changes: dict[str, Any] = {}
     for key in ("torch", "python", "formats", "user_cases", "install"):
         value = getattr(ns, key)
         if value:
@@ -224,7 +224,7 @@ def parse_overrides(matrix: Matrix, args: Sequence[str], warn: Optional[Callable
     return replace(matrix, **changes).validated("command line")
 
 
-def posargs(argv: Sequence[str]) -> list:
+def posargs(argv: Sequence[str]) -> list[str]:
     """The arguments after ``--`` on a nox command line."""
     argv = list(argv)
     return argv[argv.index("--") + 1:] if "--" in argv else []

@@ -155,3 +155,31 @@ def test_build_id_follows_the_runtime_and_only_the_runtime(tmp_path):
 def test_parts_are_packages_with_a_docstring(part):
     init = PACKAGE / part / "__init__.py"
     assert ast.get_docstring(ast.parse(init.read_text())), f"harness/{part}/__init__.py explains what the part is"
+
+
+# Imports that fail in nox's own environment, which has none of these.
+_HEAVY = ("torch", "xxhash", "numpy", "jinja2", "hypothesis", "rich", "safetensors")
+_BLOCKER = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {set(_HEAVY)!r}:
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def _imports_without_heavy_libraries(*modules: str) -> subprocess.CompletedProcess:
+    code = _BLOCKER + "".join(f"import {m}\n" for m in modules)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+def test_what_the_noxfile_imports_needs_only_the_standard_library():
+    # The noxfile runs in nox's environment: the matrix and the check summary
+    # must import there without torch, xxhash or Jinja.
+    done = _imports_without_heavy_libraries("harness.matrix", "harness.runtime.errors", "harness.runtime.versions",
+                                            "harness.check.across_envs", "harness.cli")
+    assert done.returncode == 0, done.stderr[-2000:]
+    # ... and the blocker is real: a module that needs xxhash is refused.
+    assert _imports_without_heavy_libraries("harness.runtime.digest").returncode != 0

@@ -206,3 +206,11 @@ def test_envs_restricts_the_report_to_one_matrix(main, tmp_path):
     code, err = main("report", str(folder), "--out", str(tmp_path / "mine"), "--envs", f"{A},{B}")
     assert code == 0, err
     assert other not in (tmp_path / "mine" / "summary.md").read_text()
+
+
+def test_a_bench_file_of_another_schema_is_one_line_and_exit_2(main, tmp_path):
+    folder = miniature(tmp_path / "R")
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"schema": 99, "figures": {"cells_per_second": 800}}))
+    code, err = main("report", str(folder), "--out", str(tmp_path / "out"), "--bench", str(bench))
+    assert code == 2 and "bench schema" in err and len(err.strip().splitlines()) == 1, err

@@ -129,3 +129,15 @@ def test_empty_mode_poisons_everything_it_will_load(torch, curated_specs):
     # Ties survive the empty build (to_empty would break them).
     tied = build(curated_specs["tied_lm"], "empty").model
     assert tied.embed.weight is tied.head.weight
+
+
+def test_a_corpus_of_another_schema_is_refused(tmp_path):
+    from harness.runtime.spec import CORPUS_SCHEMA
+
+    path = tmp_path / "cases.json"
+    spec = {"name": "x", "model": {"kind": "sequential", "children": [{"kind": "linear", "in_features": 2, "out_features": 2}]}}
+    path.write_text(json.dumps({"schema": CORPUS_SCHEMA, "cases": [spec]}))
+    assert [s.name for s in load_specs(path)] == ["x"]
+    path.write_text(json.dumps({"schema": CORPUS_SCHEMA + 1, "cases": [spec]}))
+    with pytest.raises(InputError, match="corpus schema"):
+        load_specs(path)

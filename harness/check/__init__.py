@@ -6,10 +6,7 @@ findings mean; `child` runs the loads that can run code in a child process
 (``--trust`` only); `findings` holds the per-file record and its rendering;
 `checker` ties them together; `across_envs` merges the records of several
 envs (``nox -s check``). Check uses the runtime (load options, diagnoses,
-formats); the runtime never imports check.
+formats); the runtime never imports check. This file imports nothing: the
+noxfile imports `across_envs` in nox's own environment, without torch or
+xxhash.
 """
-
-from harness.check.checker import check_file, check_files
-from harness.check.findings import FileReport
-
-__all__ = ["FileReport", "check_file", "check_files"]

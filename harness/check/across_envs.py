@@ -8,13 +8,17 @@ Only the standard library: it runs in nox's own environment.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any, Union
+
+from harness.check.findings import CHECK_SCHEMA
+from harness.runtime.errors import InputError
+from harness.runtime.fileio import read_json
 
 __all__ = ["summarize"]
 
 
-def _cell(report: dict) -> str:
+def _cell(report: dict[str, Any]) -> str:
     attempts = report.get("attempts", [])
     loaded = sum(1 for a in attempts if a.get("status") == "loaded")
     failed = [a for a in attempts if a.get("status") in ("failed", "crash", "timeout")]
@@ -30,12 +34,18 @@ def _cell(report: dict) -> str:
 
 def summarize(folder: Path) -> str:
     """Markdown for every ``<label>.json`` in `folder`."""
+    path: Union[Path, str]  # a document's file, then a checked file's path
     docs = {}
     for path in sorted(Path(folder).glob("*.json")):
-        docs[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        doc = read_json(path)
+        if not isinstance(doc, dict) or doc.get("schema") != CHECK_SCHEMA:
+            found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+            msg = f"{path}: schema={found!r} but this harness reads check documents of schema {CHECK_SCHEMA}"
+            raise InputError(msg)
+        docs[path.stem] = doc
     if not docs:
         return "No check results found.\n"
-    files: dict = {}
+    files: dict[str, dict[str, dict[str, Any]]] = {}
     for label, doc in docs.items():
         for report in doc.get("files", []):
             files.setdefault(report["path"], {})[label] = report

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Union
 
 from harness.check.child import run_in_child, try_load
 from harness.check.findings import (
@@ -98,7 +99,7 @@ _NEEDS_TRUST = {
 # -- what the file's keys say ---------------------------------------------------
 
 
-def _prefixes(sniffed: Sniffed) -> list:
+def _prefixes(sniffed: Sniffed) -> list[dict[str, Any]]:
     """The wrapper prefixes (`PREFIXES`) on the model's keys, each with how many keys carry it."""
     names = [t.name for t in sniffed.tensors]
     if sniffed.content == "checkpoint":
@@ -123,7 +124,7 @@ class _Plan:
     force_weights_only: bool = False
 
 
-def _plan(sniffed: Sniffed, trust: bool, cuda: bool) -> list:
+def _plan(sniffed: Sniffed, trust: bool, cuda: bool) -> list[_Plan]:
     child = "child" if trust else None
     inconsistent = (
         f"not tried in the harness process: the file is inconsistent ({sniffed.problems[0]})"
@@ -155,7 +156,7 @@ def _plan(sniffed: Sniffed, trust: bool, cuda: bool) -> list:
     return plans
 
 
-def _attempt(plan: _Plan, raw: dict, fmt: str) -> Attempt:
+def _attempt(plan: _Plan, raw: dict[str, Any], fmt: str) -> Attempt:
     status = raw.get("status", "crash")
     options = plan.options.to_dict()
     if status != "failed":
@@ -169,9 +170,9 @@ def _attempt(plan: _Plan, raw: dict, fmt: str) -> Attempt:
     )
 
 
-def _run(sniffed: Sniffed, plans: list, timeout: float) -> list:
+def _run(sniffed: Sniffed, plans: list[_Plan], timeout: float) -> list[Attempt]:
     fmt = sniffed.harness_format or ""
-    results: dict = {}
+    results: dict[int, dict[str, Any]] = {}
     for i, plan in enumerate(plans):
         if plan.where == "harness":
             results[i] = try_load(sniffed.path, plan.loader, plan.options, weights_only=plan.force_weights_only)
@@ -197,9 +198,9 @@ def _reason(a: Attempt) -> str:
     return a.detail
 
 
-def _codes(failed: list) -> str:
+def _codes(failed: list[Attempt]) -> str:
     """The distinct reasons of failed loads, by diagnosis code where there is one."""
-    codes: list = []
+    codes: list[str] = []
     for a in failed:
         code = a.diagnosis["code"] if a.diagnosis else (a.error or {}).get("type", a.status)
         if code not in codes:
@@ -207,7 +208,7 @@ def _codes(failed: list) -> str:
     return ", ".join(codes)
 
 
-def _verdict(sniffed: Sniffed, attempts: list) -> tuple:
+def _verdict(sniffed: Sniffed, attempts: list[Attempt]) -> tuple[str, str]:
     loaded = [a for a in attempts if a.status == "loaded"]
     failed = [a for a in attempts if a.failed]
     waiting = [a for a in attempts if a.status == "not_tried"]
@@ -268,7 +269,7 @@ def check_file(path: Path, *, trust: bool = False, timeout: float = DEFAULT_TIME
     )
 
 
-def check_paths(paths: list) -> list:
+def check_paths(paths: Sequence[Union[str, Path]]) -> list[Path]:
     """The paths as `Path`s; InputError (one line, every bad path) unless each is a readable regular file."""
     bad, good = [], []
     for text in paths:
@@ -300,7 +301,7 @@ def check_paths(paths: list) -> list:
     return good
 
 
-def check_files(paths: list, *, trust: bool = False, timeout: float = DEFAULT_TIMEOUT) -> list:
+def check_files(paths: Sequence[Union[str, Path]], *, trust: bool = False, timeout: float = DEFAULT_TIMEOUT) -> list[FileReport]:
     """Reports for every path, after checking that each is a readable file."""
     from harness.runtime.env import cuda_available
 

@@ -78,7 +78,7 @@ def describe_loaded(obj: Any) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}, not tensors or a module"
 
 
-def _weights_only_kwargs(options: LoadOptions) -> dict:
+def _weights_only_kwargs(options: LoadOptions) -> dict[str, Any]:
     return torch_load_kwargs(LoadOptions(options.map_location, "true", options.mmap, options.apply, options.device))
 
 
@@ -107,7 +107,7 @@ def _open(path: str, loader: str, options: LoadOptions, weights_only: bool) -> A
     raise ValueError(msg)
 
 
-def try_load(path: str, loader: str, options: LoadOptions, *, weights_only: bool = False) -> dict:
+def try_load(path: str, loader: str, options: LoadOptions, *, weights_only: bool = False) -> dict[str, Any]:
     """Open `path` one way; ``{"status": loaded|failed|skip, ...}``, never raising for the file.
 
     `weights_only` forces ``torch.load(weights_only=True)`` whatever

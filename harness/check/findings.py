@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Any, Optional, Union
 
 from harness.check.loads import default_weights_only
 from harness.check.sniff import FILE_FORMATS
@@ -49,12 +49,12 @@ class Attempt:
     """
 
     loader: str
-    options: dict
+    options: dict[str, Any]
     status: str
     where: Optional[str] = None
     detail: str = ""
-    error: Optional[dict] = None
-    diagnosis: Optional[dict] = None
+    error: Optional[dict[str, Any]] = None
+    diagnosis: Optional[dict[str, Any]] = None
     seconds: float = 0.0
 
     @property
@@ -67,11 +67,11 @@ class Attempt:
         text = " ".join(f"{k}={int(opts[k]) if isinstance(opts[k], bool) else opts[k]}" for k in _OPTION_ORDER if k in opts)
         return f"{self.loader} {text}".strip()
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Attempt:
+    def from_dict(cls, d: dict[str, Any]) -> Attempt:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -85,17 +85,17 @@ class FileReport:
     why: str
     content: str
     harness_format: Optional[str]
-    tensors: list
+    tensors: list[dict[str, Any]]
     listing: str
-    device_tags: dict
-    prefixes: list
-    globals: list
-    unsafe_globals: list
-    code_globals: list
+    device_tags: dict[str, int]
+    prefixes: list[dict[str, Any]]
+    globals: list[str]
+    unsafe_globals: list[str]
+    code_globals: list[str]
     globals_source: str
-    problems: list
-    notes: list
-    attempts: list
+    problems: list[str]
+    notes: list[str]
+    attempts: list[Attempt]
     verdict: str  # loads | loads_some_ways | does_not_load | not_checked
     summary: str
 
@@ -103,20 +103,20 @@ class FileReport:
     def findings(self) -> bool:
         return self.verdict != "loads" or bool(self.problems)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["attempts"] = [a.to_dict() for a in self.attempts]
         d["findings"] = self.findings
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> FileReport:
+    def from_dict(cls, d: dict[str, Any]) -> FileReport:
         kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         kw["attempts"] = [Attempt.from_dict(a) for a in d.get("attempts", [])]
         return cls(**kw)
 
 
-def exit_status(reports: list) -> int:
+def exit_status(reports: list[FileReport]) -> int:
     """``check``'s exit status for these reports: 1 when any file has findings, else 0."""
     return 1 if any(r.findings for r in reports) else 0
 
@@ -142,7 +142,7 @@ def _env_line(trust: bool) -> str:
     return f"torch {torch.__version__}, Python {sys.version.split()[0]}, {device}; torch.load's default weights_only={wo}{trusted}"
 
 
-def render_json(reports: list, trust: bool) -> str:
+def render_json(reports: list[FileReport], trust: bool) -> str:
     """One JSON document: the env, every file's report, the exit status."""
     import torch
 
@@ -162,16 +162,16 @@ def render_json(reports: list, trust: bool) -> str:
     return json.dumps(doc, indent=1, sort_keys=True)
 
 
-def _groups(attempts: list) -> list:
+def _groups(attempts: list[Attempt]) -> list[tuple[str, Optional[str], str, list[Attempt]]]:
     """Attempts that ended the same way, in first-seen order: (status, where, detail, [attempts])."""
-    groups: dict = {}
+    groups: dict[tuple[str, Optional[str], str], list[Attempt]] = {}
     for a in attempts:
         groups.setdefault((a.status, a.where, a.detail), []).append(a)
     return [(*key, group) for key, group in groups.items()]
 
 
-def _values(attempts: list) -> dict:
-    seen: dict = {}
+def _values(attempts: list[Attempt]) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = {}
     for a in attempts:
         for k in _OPTION_ORDER:
             if k in a.options:
@@ -183,7 +183,7 @@ def _values(attempts: list) -> dict:
     return seen
 
 
-def _describe_group(group: list, every: list) -> str:
+def _describe_group(group: list[Attempt], every: list[Attempt]) -> str:
     """The loads of a group as ``loader map_location=cpu|callable mmap=0|1``, when they are a grid.
 
     An option whose every value is in the group is left out (any value);
@@ -202,7 +202,8 @@ def _describe_group(group: list, every: list) -> str:
     return " ".join([group[0].loader] + (parts or ["(every option)" if len(group) > 1 else ""])).strip()
 
 
-def _render_file(r: FileReport) -> list:
+def _render_file(r: FileReport) -> list[str]:
+    p: Union[dict[str, Any], str]  # a key prefix record, then a problem
     out = [f"== {printable(r.path)} ({r.size} bytes)"]
     fmt = FILE_FORMATS.get(r.format, r.format)
     if r.format == "unknown":
@@ -243,7 +244,7 @@ def _render_file(r: FileReport) -> list:
         out.append(f"note: {printable(n)}")
     if r.attempts:
         out.append(f"loads ({len(r.attempts)} way{'s' if len(r.attempts) != 1 else ''}):")
-        footnotes: list = []
+        footnotes: list[str] = []
         for status, where, detail, group in _groups(r.attempts):
             mark = ""
             if status != "loaded":
@@ -264,7 +265,7 @@ def _render_file(r: FileReport) -> list:
     return out
 
 
-def render_text(reports: list, trust: bool) -> str:
+def render_text(reports: list[FileReport], trust: bool) -> str:
     """The reports for a person to read; whatever came from the file is escaped to printable text."""
     lines = [_env_line(trust)]
     for r in reports:

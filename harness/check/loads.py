@@ -33,7 +33,7 @@ __all__ = [
 class _Probe:
     """A class no torch allowlists: unpickling it tells a full unpickle from weights_only."""
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[type[_Probe], tuple[()]]:
         return (_Probe, ())
 
 
@@ -51,7 +51,7 @@ def default_weights_only() -> Optional[bool]:
 
 
 @functools.cache
-def _probe_default(environment: tuple) -> Optional[bool]:
+def _probe_default(environment: tuple[Optional[str], ...]) -> Optional[bool]:
     import pickle
 
     import torch
@@ -70,7 +70,7 @@ def _probe_default(environment: tuple) -> Optional[bool]:
     return False if isinstance(loaded, _Probe) else None
 
 
-def weights_only_allowlist() -> Optional[set]:
+def weights_only_allowlist() -> Optional[set[str]]:
     """The globals weights_only=True accepts here, or None where torch cannot list them."""
     try:
         import torch._weights_only_unpickler as wo
@@ -86,7 +86,7 @@ def weights_only_allowlist() -> Optional[set]:
     return allowed
 
 
-def unsafe_globals(sniffed: Sniffed) -> tuple:
+def unsafe_globals(sniffed: Sniffed) -> tuple[list[str], str, list[str]]:
     """The globals of `sniffed` that weights_only=True refuses: (names, where the list comes from, notes).
 
     torch's own finder where it has one and the archive is plain; otherwise the
@@ -95,7 +95,7 @@ def unsafe_globals(sniffed: Sniffed) -> tuple:
     """
     import torch
 
-    notes: list = []
+    notes: list[str] = []
     names = [g for g in sniffed.globals if not (sniffed.format == "torchscript" and g.startswith("__torch__."))]
     finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
     if sniffed.format == "torch_zip" and not sniffed.problems and finder is not None and not sniffed.computed_globals:

@@ -78,24 +78,24 @@ class Obj:
 
     factory: Any
     args: Any
-    items: list = field(default_factory=list)  # SETITEM(S) on the object
-    appends: list = field(default_factory=list)  # APPEND(S) on the object
+    items: list[tuple[Any, Any]] = field(default_factory=list)  # SETITEM(S) on the object
+    appends: list[Any] = field(default_factory=list)  # APPEND(S) on the object
     state: Any = None  # BUILD
 
 
 @dataclass(eq=False)
 class _Dict:
-    pairs: list = field(default_factory=list)
+    pairs: list[tuple[Any, Any]] = field(default_factory=list)
 
 
 @dataclass(eq=False)
 class _List:
-    items: list = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)
 
 
 @dataclass(eq=False)
 class _Set:
-    items: list = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,8 @@ class TensorRef:
     name: str
     rebuild: str  # the torch._utils function that would rebuild it
     dtype: Optional[str]
-    shape: Optional[tuple]
-    stride: Optional[tuple] = None
+    shape: Optional[tuple[int, ...]]
+    stride: Optional[tuple[int, ...]] = None
     offset: int = 0
     storage: Optional[str] = None  # key of its StorageRef
     location: Optional[str] = None
@@ -145,13 +145,13 @@ class TensorRef:
 class PickleFacts:
     """What one pickle would import and build."""
 
-    globals: list = field(default_factory=list)  # "module.name", in order of first use
+    globals: list[str] = field(default_factory=list)  # "module.name", in order of first use
     computed_globals: int = 0  # STACK_GLOBALs whose names are not constants
-    extension_codes: list = field(default_factory=list)  # EXT1/2/4: resolved via copyreg at load time
-    storages: dict = field(default_factory=dict)  # key -> StorageRef
-    tensors: list = field(default_factory=list)
-    problems: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
+    extension_codes: list[int] = field(default_factory=list)  # EXT1/2/4: resolved via copyreg at load time
+    storages: dict[str, StorageRef] = field(default_factory=dict)  # key -> StorageRef
+    tensors: list[TensorRef] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     root: Any = None
     protocol: int = 0
     end: int = 0  # offset just after STOP, relative to where the scan started
@@ -176,17 +176,17 @@ class _Machine:
 
     def __init__(self, facts: PickleFacts) -> None:
         self.facts = facts
-        self.stack: list = []
-        self.marks: list = []
-        self.memo: dict = {}
-        self._seen_globals: set = set()
+        self.stack: list[Any] = []
+        self.marks: list[int] = []
+        self.memo: dict[int, Any] = {}
+        self._seen_globals: set[str] = set()
 
     def _pop(self) -> Any:
         if not self.stack:
             raise IndexError("the stack is empty")
         return self.stack.pop()
 
-    def _pop_mark(self) -> list:
+    def _pop_mark(self) -> list[Any]:
         if not self.marks:
             raise IndexError("no MARK to pop to")
         at = self.marks.pop()
@@ -358,14 +358,14 @@ class _Machine:
         return False
 
     @staticmethod
-    def _extend(target: Any, values: list) -> None:
+    def _extend(target: Any, values: list[Any]) -> None:
         if isinstance(target, _List):
             target.items.extend(values)
         elif isinstance(target, Obj):
             target.appends.extend(values)
 
     @staticmethod
-    def _setitems(target: Any, pairs: list) -> None:
+    def _setitems(target: Any, pairs: list[tuple[Any, Any]]) -> None:
         if isinstance(target, _Dict):
             target.pairs.extend(pairs)
         elif isinstance(target, Obj):
@@ -433,7 +433,7 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{text}" if path else text
 
 
-def _ints(value: Any) -> Optional[tuple]:
+def _ints(value: Any) -> Optional[tuple[int, ...]]:
     """A tuple of ints (a size or stride), also when written as torch.Size((...)); else None."""
     if isinstance(value, Obj) and isinstance(value.factory, Global) and value.factory.full == "torch.Size":
         args = value.args[0] if isinstance(value.args, tuple) and value.args else None
@@ -461,14 +461,14 @@ class _Walker:
     def __init__(self, facts: PickleFacts, budget: int) -> None:
         self.facts = facts
         self.budget = budget
-        self.names: set = set()
+        self.names: set[str] = set()
 
     def run(self) -> None:
         # Entries: (node, path, kind); kind "node", "state" (a BUILD state,
         # whose nn.Module keys are transparent) or "leave" (the node's
         # subtree is done: it is no longer on the current path).
-        stack: list = [(self.facts.root, "", "node")]
-        on_path: set = set()
+        stack: list[tuple[Any, str, str]] = [(self.facts.root, "", "node")]
+        on_path: set[int] = set()
         while stack:
             node, path, kind = stack.pop()
             if kind == "leave":
@@ -493,7 +493,7 @@ class _Walker:
             stack.extend(reversed(self._children(node, path)))
 
     @staticmethod
-    def _children(node: Any, path: str) -> list:
+    def _children(node: Any, path: str) -> list[tuple[Any, str, str]]:
         if isinstance(node, _Dict):
             return [(v, _join(path, k), "node") for k, v in node.pairs]
         if isinstance(node, (_List, _Set)):
@@ -510,7 +510,7 @@ class _Walker:
         return out
 
     @staticmethod
-    def _state_children(state: Any, path: str) -> list:
+    def _state_children(state: Any, path: str) -> list[tuple[Any, str, str]]:
         if isinstance(state, tuple) and len(state) == 2:  # (state, slotstate)
             return [(part, path, "state") for part in state]
         if isinstance(state, _Dict):
@@ -543,7 +543,7 @@ class _Walker:
             pid = args[0].pid if isinstance(args[0], _PersId) else None
             if isinstance(pid, tuple) and len(pid) >= 5:
                 storage, location = _text(pid[2]), _text(pid[3])
-                ref = self.facts.storages.get(storage)
+                ref = self.facts.storages.get(storage)  # type: ignore[arg-type]  # a None key finds no ref, as meant
                 dtype = ref.dtype if ref else None
             offset = args[1] if isinstance(args[1], int) else 0
             shape, stride = _ints(args[2]), _ints(args[3])
@@ -571,7 +571,7 @@ MODEL_KEYS = ("model", "state_dict", "model_state_dict", "net", "module")
 _OPTIMIZER_KEYS = ("optimizer", "optimizer_state_dict", "optim", "opt")
 
 
-def _pairs(node: Any) -> Optional[list]:
+def _pairs(node: Any) -> Optional[list[tuple[Any, Any]]]:
     if isinstance(node, _Dict):
         return node.pairs
     if isinstance(node, Obj) and isinstance(node.factory, Global) and node.factory.name in ("OrderedDict", "dict"):

@@ -23,7 +23,7 @@ import tarfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional, cast
 
 from harness.check.pickle_scan import PickleFacts, PickleScanError, TensorRef, scan
 
@@ -63,10 +63,10 @@ class TensorInfo:
 
     name: str
     dtype: Optional[str]
-    shape: Optional[list]
+    shape: Optional[list[Any]]  # sizes; as the file wrote them
     device: Optional[str]  # the storage's device tag; None where the format has none
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -80,12 +80,12 @@ class Sniffed:
     why: str = ""  # how the format was recognised, or why none was
     content: str = ""  # what it holds: state_dict, checkpoint, module <class>, ...
     harness_format: Optional[str] = None  # the harness format name it matches, if one does
-    tensors: list = field(default_factory=list)
-    device_tags: dict = field(default_factory=dict)  # tag -> number of storages
-    globals: list = field(default_factory=list)
+    tensors: list[TensorInfo] = field(default_factory=list)
+    device_tags: dict[str, int] = field(default_factory=dict)  # tag -> number of storages
+    globals: list[str] = field(default_factory=list)
     computed_globals: int = 0
-    problems: list = field(default_factory=list)  # inconsistencies: torch must not read it here
-    notes: list = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # inconsistencies: torch must not read it here
+    notes: list[str] = field(default_factory=list)
     listing: str = ""  # where the tensor list comes from
     truncated: bool = False
 
@@ -118,7 +118,7 @@ def _itemsize(dtype: str) -> Optional[int]:
     return int(size)
 
 
-def _numel(shape: tuple) -> int:
+def _numel(shape: tuple[int, ...]) -> int:
     n = 1
     for s in shape:
         n *= s
@@ -156,7 +156,7 @@ def _check_tensors(sniffed: Sniffed, facts: PickleFacts, where: str) -> None:
             )
 
 
-def _tensor_infos(facts: PickleFacts, prefix: str = "") -> list:
+def _tensor_infos(facts: PickleFacts, prefix: str = "") -> list[TensorInfo]:
     return [TensorInfo(prefix + t.name, t.dtype, list(t.shape) if t.shape is not None else None, t.location) for t in facts.tensors]
 
 
@@ -186,7 +186,7 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _local_data_span(raw: Any, info: zipfile.ZipInfo) -> Optional[tuple]:
+def _local_data_span(raw: IO[bytes], info: zipfile.ZipInfo) -> Optional[tuple[int, int]]:
     """(start, end) of a record's bytes in the archive, from its local header; None if unreadable."""
     try:
         raw.seek(info.header_offset)
@@ -200,7 +200,7 @@ def _local_data_span(raw: Any, info: zipfile.ZipInfo) -> Optional[tuple]:
     return start, start + info.compress_size
 
 
-def _check_storages(zf: zipfile.ZipFile, raw: Any, total: int, prefix: str, facts: PickleFacts, sniffed: Sniffed, where: str) -> None:
+def _check_storages(zf: zipfile.ZipFile, raw: IO[bytes], total: int, prefix: str, facts: PickleFacts, sniffed: Sniffed, where: str) -> None:
     """Every declared storage has a stored record of exactly its size, inside the file."""
     for ref in facts.storages.values():
         name = f"{prefix}data/{ref.key}"
@@ -226,13 +226,13 @@ def _check_storages(zf: zipfile.ZipFile, raw: Any, total: int, prefix: str, fact
             sniffed.problems.append(f"{where}: storage record {name} lies outside the file (truncated or crafted archive)")
 
 
-def _zip_prefix(names: list) -> str:
+def _zip_prefix(names: list[str]) -> str:
     # torch's reader takes the archive name from the first record.
     first = names[0] if names else ""
     return first.split("/", 1)[0] + "/" if "/" in first else ""
 
 
-def _analyze_torch_zip(zf: zipfile.ZipFile, raw: Any, total: int, sniffed: Sniffed, label: str = "") -> Optional[PickleFacts]:
+def _analyze_torch_zip(zf: zipfile.ZipFile, raw: IO[bytes], total: int, sniffed: Sniffed, label: str = "") -> Optional[PickleFacts]:
     """Scan a torch.save archive's data.pkl and check its storages; the pickle's facts."""
     names = zf.namelist()
     prefix = _zip_prefix(names)
@@ -289,7 +289,7 @@ def _read_capped(zf: zipfile.ZipFile, name: str, sniffed: Sniffed) -> Optional[b
         return None
 
 
-def _scalar_type_names() -> dict:
+def _scalar_type_names() -> dict[int, str]:
     """torch.export's serialized dtype numbers -> dtype names, from this torch's schema."""
     try:
         from torch._export.serde.schema import ScalarType
@@ -305,7 +305,7 @@ _EXPORT_DTYPES = {
 }
 
 
-def _export_tensor(name: str, meta: Any, numbers: dict) -> Optional[TensorInfo]:
+def _export_tensor(name: str, meta: Any, numbers: dict[int, str]) -> Optional[TensorInfo]:
     """A tensor from torch.export's ``tensor_meta`` JSON, read defensively (it came from the file)."""
     if not isinstance(meta, dict):
         return None
@@ -314,13 +314,13 @@ def _export_tensor(name: str, meta: Any, numbers: dict) -> Optional[TensorInfo]:
     dtype = _EXPORT_DTYPES.get(known, known) if known else f"ScalarType {_clip(repr(code), 20)}"
     sizes = meta.get("sizes")
     shape = [s.get("as_int") if isinstance(s, dict) else None for s in sizes] if isinstance(sizes, list) else None
-    device = meta.get("device") if isinstance(meta.get("device"), dict) else {}
+    device = cast("dict[str, Any]", meta.get("device")) if isinstance(meta.get("device"), dict) else {}
     kind, index = device.get("type"), device.get("index")
     tag = None if not isinstance(kind, str) else (kind if index is None else f"{kind}:{_clip(str(index), 12)}")
     return TensorInfo(name, dtype, shape, tag)
 
 
-def _analyze_exported(zf: zipfile.ZipFile, names: list, sniffed: Sniffed) -> None:
+def _analyze_exported(zf: zipfile.ZipFile, names: list[str], sniffed: Sniffed) -> None:
     sniffed.format, sniffed.harness_format, sniffed.content = "exported", "exported", "ExportedProgram"
     configs = [n for n in names if n.endswith("_weights_config.json") or n.endswith("_constants_config.json")]
     pickled = [n for n in names if n.endswith(".pt") and ("/sample_inputs/" in n or n.startswith("serialized_"))]
@@ -364,7 +364,7 @@ def _analyze_exported(zf: zipfile.ZipFile, names: list, sniffed: Sniffed) -> Non
     sniffed.notes.append("torch.export.load unpickles parts of the archive, with weights_only=False where weights_only=True fails")
 
 
-def _analyze_torchscript(zf: zipfile.ZipFile, raw: Any, total: int, names: list, sniffed: Sniffed) -> None:
+def _analyze_torchscript(zf: zipfile.ZipFile, raw: IO[bytes], total: int, names: list[str], sniffed: Sniffed) -> None:
     sniffed.format, sniffed.harness_format = "torchscript", "torchscript"
     prefix = _zip_prefix(names)
     facts = None
@@ -417,7 +417,7 @@ def _analyze_zip(path: Path, sniffed: Sniffed) -> None:
             sniffed.why = "a zip archive with torch.export's records"
             _analyze_exported(zf, names, sniffed)
             return
-        torchy = {"data.pkl", "version", "byteorder", ".format_version"} & base or any(n.startswith("data/") for n in base)
+        torchy = bool({"data.pkl", "version", "byteorder", ".format_version"} & base or any(n.startswith("data/") for n in base))
         if not torchy:
             shown = ", ".join(sorted(names)[:3]) or "no records"
             sniffed.why = f"a zip archive that is not a torch file: no data.pkl, constants.pkl or torch.export records ({shown})"
@@ -505,7 +505,7 @@ def _analyze_legacy(path: Path, sniffed: Sniffed) -> None:
         _check_legacy_data(fh, sniffed, facts, keys, "<" if little is not False else ">")
 
 
-def _check_legacy_data(fh: Any, sniffed: Sniffed, facts: PickleFacts, keys: list, order: str) -> None:
+def _check_legacy_data(fh: IO[bytes], sniffed: Sniffed, facts: PickleFacts, keys: list[str], order: str) -> None:
     """Each storage's data: an int64 element count, then its bytes, in key order."""
     pos = fh.tell()
     for key in keys:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from harness.runtime.results import CellResult, Outcome
 
@@ -78,7 +78,7 @@ _SEVERITY = COLOUR_RANK
 class Counts:
     """How many cells of each category, and the worst outcome no expectation explains."""
 
-    counts: dict = field(default_factory=lambda: {c.value: 0 for c in Category})
+    counts: dict[str, int] = field(default_factory=lambda: {c.value: 0 for c in Category})
     worst: Optional[Outcome] = None
 
     def add(self, r: CellResult) -> None:
@@ -98,11 +98,11 @@ class Counts:
     def failing(self) -> int:
         return self.counts["regression"] + self.counts["mismatch"]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**self.counts, "total": self.total, "worst": self.worst.value if self.worst else None}
 
 
-def totals(cells: list) -> Counts:
+def totals(cells: list[CellResult]) -> Counts:
     """Counts over all `cells`."""
     out = Counts()
     for r in cells:
@@ -110,9 +110,9 @@ def totals(cells: list) -> Counts:
     return out
 
 
-def env_grid(cells: list) -> dict:
+def env_grid(cells: list[CellResult]) -> dict[tuple[str, str], Counts]:
     """(source, target) -> Counts."""
-    out: dict = {}
+    out: dict[tuple[str, str], Counts] = {}
     for r in cells:
         key = (r.source, r.target)
         if key not in out:
@@ -145,9 +145,9 @@ def verdict(c: Counts) -> Verdict:
     return Verdict.NOT_APPLICABLE
 
 
-def format_view(cells: list) -> dict:
+def format_view(cells: list[CellResult]) -> dict[tuple[str, str, str], Counts]:
     """(format, source, target) -> Counts: which transitions each format survives."""
-    out: dict = {}
+    out: dict[tuple[str, str, str], Counts] = {}
     for r in cells:
         key = (r.format, r.source, r.target)
         if key not in out:
@@ -159,7 +159,7 @@ def format_view(cells: list) -> dict:
 _FAIL_ORDER = {Category.MISMATCH: 0, Category.REGRESSION: 1}
 
 
-def top_failures(cells: list, keys: list, n: int) -> list:
+def top_failures(cells: list[CellResult], keys: list[str], n: int) -> list[tuple[str, CellResult]]:
     """Up to `n` (key, cell) that fail the run: mismatches first, then by outcome severity."""
     failing = [(k, r) for k, r in zip(keys, cells) if category(r).fails]
     failing.sort(key=lambda kr: (_FAIL_ORDER[category(kr[1])], -kr[1].outcome.severity, kr[1].target, kr[0]))
@@ -175,13 +175,13 @@ class BaselineDiff:
     *unchanged*: fails in both; *vanished*: failed then and is not run now.
     """
 
-    new: list = field(default_factory=list)
-    fixed: list = field(default_factory=list)
-    unchanged: list = field(default_factory=list)
-    vanished: list = field(default_factory=list)
+    new: list[tuple[str, str]] = field(default_factory=list)
+    fixed: list[tuple[str, str]] = field(default_factory=list)
+    unchanged: list[tuple[str, str]] = field(default_factory=list)
+    vanished: list[tuple[str, str]] = field(default_factory=list)
     baseline_cells: int = 0
 
-    def status_of(self) -> dict:
+    def status_of(self) -> dict[tuple[str, str], str]:
         """(target, key) -> "new" | "fixed" | "unchanged"."""
         out = {}
         for name in ("new", "fixed", "unchanged"):
@@ -189,14 +189,14 @@ class BaselineDiff:
                 out[k] = name
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "baseline_cells": self.baseline_cells,
             **{name: [list(k) for k in getattr(self, name)] for name in ("new", "fixed", "unchanged", "vanished")},
         }
 
 
-def diff_baseline(cells: list, keys: list, base_cells: list, base_keys: list) -> BaselineDiff:
+def diff_baseline(cells: list[CellResult], keys: list[str], base_cells: list[CellResult], base_keys: list[str]) -> BaselineDiff:
     """Compare this run's failing cells with the baseline's (both judged by the same expectations)."""
     now = {(r.target, k): category(r).fails for k, r in zip(keys, cells)}
     then = {(r.target, k): category(r).fails for k, r in zip(base_keys, base_cells)}

@@ -62,7 +62,7 @@ class Figure:
             ok = ok and _OPS[m.group(1)](self.value, float(m.group(2)))
         return ok
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "value": self.value, "target": self.target, "unit": self.unit, "note": self.note, "met": self.met}
 
 
@@ -71,8 +71,8 @@ class Bench:
     """A bench file: its figures, and the rest of it as context."""
 
     path: str
-    figures: list = field(default_factory=list)
-    context: dict = field(default_factory=dict)  # name -> text
+    figures: list[Figure] = field(default_factory=list)
+    context: dict[str, str] = field(default_factory=dict)  # name -> text
 
 
 def _number(value: Any) -> bool:
@@ -92,7 +92,7 @@ def _target(path: Path, name: str, target: Any) -> Optional[str]:
     return target.strip()
 
 
-def _figures(path: Path, name: str, raw: Any, targets: dict) -> list:
+def _figures(path: Path, name: str, raw: Any, targets: dict[str, Any]) -> list[Figure]:
     target = _target(path, name, targets.get(name))
     if raw is None:
         return [Figure(name, None, target, note="not measured")]

@@ -39,9 +39,9 @@ class ReportResult:
     out: Path
     baseline: Optional[BaselineDiff] = None
     bench: Optional[Bench] = None
-    written: list = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
 
-    def lines(self) -> list:
+    def lines(self) -> list[str]:
         """What the CLI prints on stderr."""
         t = self.totals
         out = [
@@ -81,9 +81,9 @@ def generated_time() -> str:
 
 
 def build_report(
-    results: list, out: Path, *,
+    results: list[Path], out: Path, *,
     baseline: Optional[Path] = None, expectations: Optional[Path] = None, bench: Optional[Path] = None,
-    progress: bool = False, envs: Optional[list] = None,
+    progress: bool = False, envs: Optional[list[str]] = None,
 ) -> ReportResult:
     """Read `results` (folders), write the report into `out`, return what was found."""
     out = Path(out)

@@ -16,8 +16,9 @@ import array
 import base64
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from harness import __version__
 from harness.report.aggregate import COLOUR_RANK, BaselineDiff, Category, category, totals
@@ -32,7 +33,7 @@ __all__ = ["PAGE_SIZE", "pack", "render_html", "write_html"]
 
 PAGE_SIZE = 100  # cell rows rendered at once
 _MAX_NOTICES = 200  # conflicts/warnings listed on the page; results.json has all
-_BASELINE_CODES = {"new": 1, "fixed": 2, "unchanged": 3}
+_BASELINE_CODES: dict[Optional[str], int] = {"new": 1, "fixed": 2, "unchanged": 3}
 _FINGERPRINT_FIELDS = ("torch", "torch_git", "cuda", "cuda_devices", "python", "numpy", "platform", "machine", "device", "harness")
 
 
@@ -40,8 +41,8 @@ class _Table:
     """Deduplicating table: value -> index; keys are the value's JSON (or the string)."""
 
     def __init__(self) -> None:
-        self.index: dict = {}
-        self.items: list = []
+        self.index: dict[Any, int] = {}
+        self.items: list[Any] = []
 
     def add(self, value: Any, key: Any = None) -> int:
         key = value if key is None else key
@@ -52,7 +53,7 @@ class _Table:
         return i
 
 
-def _column(values: list, kind: Optional[str] = None) -> dict:
+def _column(values: Sequence[float], kind: Optional[str] = None) -> dict[str, str]:
     """A typed-array column in base64, little-endian as every browser's typed arrays are."""
     if kind is None:
         top = max(values, default=0)
@@ -70,14 +71,14 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def _env_info(label: str) -> dict:
+def _env_info(label: str) -> dict[str, str]:
     try:
         return parse_label(label)
     except InputError:
         return {"torch": label, "python": "", "device": ""}
 
 
-def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None) -> dict:
+def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None) -> dict[str, Any]:
     """The page's data: string table, typed columns and the deduplicated tables."""
     strings = _Table()
     s = strings.add
@@ -91,8 +92,9 @@ def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None) -> dict:
     cat_index = {c: i for i, c in enumerate(Category)}
     diags, errors, notes, forwards, diffs, tags = _Table(), _Table(), _Table(), _Table(), _Table(), _Table()
     status = baseline.status_of() if baseline is not None else {}
-    cols: dict = {k: [] for k in ("src", "tgt", "case", "fmt", "opt", "out", "cat", "exp", "det", "diag", "err", "notes", "fwd", "diff", "sec", "org", "art", "tags", "base")}
+    cols: dict[str, list[float]] = {k: [] for k in ("src", "tgt", "case", "fmt", "opt", "out", "cat", "exp", "det", "diag", "err", "notes", "fwd", "diff", "sec", "org", "art", "tags", "base")}
     failing_generated = set()
+    row: Union[list[int], list[list[int]]]  # one table row: strings' indices (a difference row: one list per difference)
     for key, r in zip(model.keys, model.cells):
         cat = category(r)
         cols["src"].append(env_index[r.source])
@@ -165,7 +167,7 @@ def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None) -> dict:
     }
 
 
-def _fingerprint_rows(model: ReportModel) -> list:
+def _fingerprint_rows(model: ReportModel) -> list[dict[str, Any]]:
     sources, targets = set(model.sources), set(model.targets)
     rows = []
     for label in sorted(set(model.envs) | sources | targets, key=env_sort_key):
@@ -184,7 +186,7 @@ def _fingerprint_rows(model: ReportModel) -> list:
     return rows
 
 
-def _json_for_script(data: dict) -> str:
+def _json_for_script(data: dict[str, Any]) -> str:
     # Inside <script>, "</" would end the element early; \u003c keeps the JSON the same.
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
 

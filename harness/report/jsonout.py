@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from harness import __version__
 from harness.report.aggregate import BaselineDiff, totals
@@ -26,7 +26,7 @@ REPORT_SCHEMA = 1
 REPORT_KIND = "torch-roundtrip-report"
 
 
-def cell_dict(c: CellResult) -> dict:
+def cell_dict(c: CellResult) -> dict[str, Any]:
     """`CellResult.to_dict` without its deep copy: the values are plain JSON data already
     and are only serialized here (asdict costs seconds at 100,000 cells)."""
     d = dict(vars(c))
@@ -34,7 +34,7 @@ def cell_dict(c: CellResult) -> dict:
     return d
 
 
-def report_dict(model: ReportModel, *, generated: str, exit_status: int, baseline: Optional[BaselineDiff] = None) -> dict:
+def report_dict(model: ReportModel, *, generated: str, exit_status: int, baseline: Optional[BaselineDiff] = None) -> dict[str, Any]:
     """The content of results.json."""
     return {
         "schema": REPORT_SCHEMA,

@@ -24,6 +24,7 @@ from harness.report.aggregate import Category, category, env_grid
 from harness.report.model import ReportModel
 from harness.report.repro import repro_commands
 from harness.runtime.fileio import write_text
+from harness.runtime.results import CellResult
 
 __all__ = ["junit_xml", "write_junit"]
 
@@ -57,7 +58,7 @@ def _describe(d: object) -> str:
     return f"{d.get('tensor')}{where}: {d.get('aspect')} {d.get('expected')} -> {d.get('actual')}"
 
 
-def _body(r, key: str) -> str:
+def _body(r: CellResult, key: str) -> str:
     """What a CI tool shows under a failed test: detail, error, diagnosis, differences, notes, reproduction."""
     lines = [f"cell: {key}", f"source: {r.source}", f"target: {r.target}", f"outcome: {r.outcome.value}", f"detail: {r.detail}"]
     if r.error:
@@ -74,7 +75,7 @@ def _body(r, key: str) -> str:
 
 def junit_xml(model: ReportModel) -> str:
     """The whole document."""
-    by_pair: dict = {}
+    by_pair: dict[tuple[str, str], list[tuple[str, CellResult]]] = {}
     for key, r in zip(model.keys, model.cells):
         by_pair.setdefault((r.source, r.target), []).append((key, r))
     counts = env_grid(model.cells)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from harness.report.aggregate import BaselineDiff, env_grid, top_failures, totals
+from harness.report.aggregate import BaselineDiff, Counts, env_grid, top_failures, totals
 from harness.report.model import ReportModel
 from harness.report.repro import repro_commands
 from harness.runtime.fileio import write_text
@@ -30,7 +30,7 @@ def _cell(text: str, limit: int = 160) -> str:
     return text.replace("|", "\\|")
 
 
-def _counts_text(c) -> str:
+def _counts_text(c: Counts) -> str:
     parts = [f"{c[name]} {name}" for name in _ORDER if c[name] or name == "pass"]
     return " · ".join(parts)
 

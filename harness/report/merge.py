@@ -12,8 +12,10 @@ shows: two machines disagreeing about one cell is a finding, not noise.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Union
 
 from harness.report.resultsdir import ResultsDir, read_results_dir
 from harness.runtime.errors import InputError
@@ -36,11 +38,11 @@ class Conflict:
         where = f"{self.target}: " if self.target else ""
         return f"{self.kind} conflict: {where}{self.subject}: {self.earlier} vs {self.later} (kept the later)"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str]:
         return {"kind": self.kind, "subject": self.subject, "target": self.target, "earlier": self.earlier, "later": self.later}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Conflict:
+    def from_dict(cls, d: dict[str, Any]) -> Conflict:
         return cls(d["kind"], d["subject"], d.get("target", ""), d["earlier"], d["later"])
 
 
@@ -48,34 +50,37 @@ class Conflict:
 class Merged:
     """Lines per target (key -> (line, where)), fingerprints, specs, and what went wrong."""
 
-    inputs: list = field(default_factory=list)
-    lines: dict = field(default_factory=dict)  # target -> {key: (dict, "file:line")}
-    targets: dict = field(default_factory=dict)  # target -> its load-time fingerprint, where a sidecar gave one
-    sources: dict = field(default_factory=dict)  # target -> {source label: save-time fingerprint}
-    cases: dict = field(default_factory=dict)  # name -> spec
-    conflicts: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    lines: dict[str, dict[str, tuple[dict[str, Any], str]]] = field(default_factory=dict)  # target -> {key: (dict, "file:line")}
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)  # target -> its load-time fingerprint, where a sidecar gave one
+    sources: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # target -> {source label: save-time fingerprint}
+    cases: dict[str, Any] = field(default_factory=dict)  # name -> spec
+    conflicts: list[Conflict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     superseded: int = 0  # lines replaced by a later line with the same outcome
-    mtimes: list = field(default_factory=list)  # of the result files read
+    mtimes: list[float] = field(default_factory=list)  # of the result files read
 
     @property
     def total(self) -> int:
         return sum(len(v) for v in self.lines.values())
 
     @property
-    def envs(self) -> dict:
+    def envs(self) -> dict[str, dict[str, Any]]:
         """label -> fingerprint of every env seen: as loaded for targets, as saved for the others."""
         out = {label: fp for per_target in self.sources.values() for label, fp in per_target.items()}
         out.update(self.targets)
         return out
 
 
-def _fingerprint_diff(a: dict, b: dict) -> str:
+def _fingerprint_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
 
 
-def _add_env(seen: dict, role: str, label: str, fp: dict, where: str, origin: dict, conflicts: list) -> None:
+def _add_env(
+    seen: dict[str, dict[str, Any]], role: str, label: str, fp: dict[str, Any], where: str, origin: dict[tuple[str, str], str],
+    conflicts: list[Conflict],
+) -> None:
     # Per role: a label's save-time fingerprint (source) may differ from its
     # load-time one (target) when CI saves and loads on different runners;
     # two different fingerprints in one role are two different envs under one label.
@@ -86,12 +91,12 @@ def _add_env(seen: dict, role: str, label: str, fp: dict, where: str, origin: di
     origin[(role, label)] = where
 
 
-def merge_dirs(dirs: list) -> Merged:
+def merge_dirs(dirs: Sequence[Union[Path, ResultsDir]]) -> Merged:
     """Combine `dirs` (paths or `ResultsDir`s), later ones winning."""
     merged = Merged()
-    env_origin: dict = {}
-    case_origin: dict = {}
-    saved: dict = {}  # source label -> save-time fingerprint, across every target
+    env_origin: dict[tuple[str, str], str] = {}
+    case_origin: dict[str, str] = {}
+    saved: dict[str, dict[str, Any]] = {}  # source label -> save-time fingerprint, across every target
     for d in dirs:
         rd = d if isinstance(d, ResultsDir) else read_results_dir(Path(d))
         merged.inputs.append(str(rd.path))
@@ -139,7 +144,7 @@ def require_lines(merged: Merged) -> None:
         raise InputError(msg)
 
 
-def write_merged(merged: Merged, out: Path) -> list:
+def write_merged(merged: Merged, out: Path) -> list[Path]:
     """Write `merged` as one result folder (``<target>.jsonl`` + ``<target>.env.json``)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -171,7 +176,7 @@ def write_merged(merged: Merged, out: Path) -> list:
     return written
 
 
-def restrict(merged: Merged, envs: list) -> Merged:
+def restrict(merged: Merged, envs: Iterable[str]) -> Merged:
     """Only the cells whose source and target are both among `envs` (labels).
 
     A reports folder keeps results of earlier matrices; a run reports on its own.

@@ -10,12 +10,15 @@ changed their verdict that way is kept in `reclassified`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional, Union
 
-from harness.report.merge import Merged, merge_dirs, require_lines
+from harness.report.merge import Conflict, Merged, merge_dirs, require_lines
+from harness.report.resultsdir import ResultsDir
 from harness.runtime.env import parse_label
 from harness.runtime.errors import InputError
 from harness.runtime.expect import Expectations
@@ -25,7 +28,7 @@ from harness.runtime.versions import release
 __all__ = ["ReportModel", "build_model", "env_sort_key", "model_from_merged"]
 
 
-def env_sort_key(label: str) -> tuple:
+def env_sort_key(label: str) -> tuple[int, tuple[int, ...], tuple[int, ...], str, str]:
     """Order envs by torch release, then Python, then device; odd labels last, by name."""
     try:
         parts = parse_label(label)
@@ -38,14 +41,14 @@ def env_sort_key(label: str) -> tuple:
 class ReportModel:
     """Cells (sorted by target, source, case, format, options) and what describes them."""
 
-    cells: list = field(default_factory=list)
-    keys: list = field(default_factory=list)  # cell key of each cell, in the same order
-    envs: dict = field(default_factory=dict)  # label -> fingerprint
-    cases: dict = field(default_factory=dict)  # case name -> spec
-    inputs: list = field(default_factory=list)
-    conflicts: list = field(default_factory=list)
-    warnings: list = field(default_factory=list)
-    expectations: dict = field(default_factory=dict)  # id -> {"reason", "link"}
+    cells: list[CellResult] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # cell key of each cell, in the same order
+    envs: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> fingerprint
+    cases: dict[str, Any] = field(default_factory=dict)  # case name -> spec
+    inputs: list[str] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    expectations: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {"reason", "link"}
     expectations_path: str = ""
     reclassified: int = 0
     superseded: int = 0
@@ -54,15 +57,15 @@ class ReportModel:
 
     # Cached: the writers ask often, and `cells` is set once, when the model is built.
     @cached_property
-    def targets(self) -> list:
+    def targets(self) -> list[str]:
         return sorted({c.target for c in self.cells}, key=env_sort_key)
 
     @cached_property
-    def sources(self) -> list:
+    def sources(self) -> list[str]:
         return sorted({c.source for c in self.cells}, key=env_sort_key)
 
     @cached_property
-    def formats(self) -> list:
+    def formats(self) -> list[str]:
         """Formats in harness order (`harness.runtime.formats.FORMATS`), then unknown ones by name."""
         from harness.runtime.formats import FORMATS
 
@@ -75,7 +78,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _expectation_table(expectations: Expectations) -> dict:
+def _expectation_table(expectations: Expectations) -> dict[str, dict[str, str]]:
     return {e.id: {"reason": e.reason, "link": e.link} for e in expectations.items}
 
 
@@ -115,7 +118,8 @@ def model_from_merged(merged: Merged, expectations: Expectations, *, expectation
 
 
 def build_model(
-    paths: list, expectations: Optional[Expectations] = None, *, expectations_path: str = "", envs: Optional[list] = None,
+    paths: Sequence[Union[Path, ResultsDir]], expectations: Optional[Expectations] = None, *, expectations_path: str = "",
+    envs: Optional[list[str]] = None,
 ) -> ReportModel:
     """Read, validate and merge the result folders `paths` into one model (only `envs`, when given)."""
     if not paths:

@@ -25,7 +25,7 @@ def _device_flag(target: str) -> str:
 NOX_SESSION = "load({target})"
 
 
-def repro_commands(target: str, key: str) -> tuple:
+def repro_commands(target: str, key: str) -> tuple[str, str]:
     """(nox command, python command) that re-run the cell `key` in env `target`."""
     cell = shell_quote(key)
     nox = f"nox -s \"{NOX_SESSION.format(target=target)}\" -- --cell {cell}"

@@ -57,12 +57,12 @@ class Built:
     """A built case: the model, its forward inputs and its training state."""
 
     spec: Spec
-    model: CaseModel
-    inputs: tuple
-    optimizer: Any = None
-    scheduler: Any = None
+    model: nn.Module  # a CaseModel, or what a user case's factory returned
+    inputs: Optional[tuple[torch.Tensor, ...]]  # None: a user case without example inputs
+    optimizer: Optional[torch.optim.Optimizer] = None
+    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None
     step: int = 0
-    losses: list = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -87,7 +87,7 @@ def torch_state(threads: Optional[int] = 1) -> Iterator[None]:
         random.setstate(py_rng)
 
 
-def _plan(node: dict, path: str = "") -> tuple:
+def _plan(node: dict[str, Any], path: str = "") -> tuple:
     kind = node["kind"]
     if kind in CONTAINERS:
         children = tuple(_plan(c, f"{path}.{n}" if path else n) for n, c in child_items(node))
@@ -95,7 +95,7 @@ def _plan(node: dict, path: str = "") -> tuple:
     return ("leaf", path, KINDS[kind].call)
 
 
-def _input_sigs(node: dict) -> list[Sig]:
+def _input_sigs(node: dict[str, Any]) -> list[Sig]:
     """Signatures of the forward inputs, in the order the forward takes them."""
     kind = node["kind"]
     if kind in ("module_list", "module_dict"):
@@ -110,7 +110,7 @@ def _input_sigs(node: dict) -> list[Sig]:
     return [layer.natural_input(fields, node.get("dtype", "float32"))]
 
 
-def _construct(node: dict, where: str) -> nn.Module:
+def _construct(node: dict[str, Any], where: str) -> nn.Module:
     kind = node["kind"]
     if kind in CONTAINERS:
         built = [(n, _construct(c, f"{where}.children[{i}]")) for i, (n, c) in enumerate(child_items(node))]
@@ -146,7 +146,7 @@ def _formula(n: int, dtype_name: str, seed: int) -> torch.Tensor:
     return real.to(to_dtype(dtype_name))
 
 
-def _fill(shape: list, dtype_name: str, fill: str, seed: int) -> torch.Tensor:
+def _fill(shape: list[int], dtype_name: str, fill: str, seed: int) -> torch.Tensor:
     n = 1
     for d in shape:
         n *= d
@@ -157,7 +157,7 @@ def _fill(shape: list, dtype_name: str, fill: str, seed: int) -> torch.Tensor:
     return _formula(n, dtype_name, seed).reshape(shape)
 
 
-def _sparse(shape: list, dtype_name: str, seed: int) -> torch.Tensor:
+def _sparse(shape: list[int], dtype_name: str, seed: int) -> torch.Tensor:
     rows, cols = shape
     total = rows * cols
     nnz = min(total, 5)
@@ -173,7 +173,7 @@ def _sparse(shape: list, dtype_name: str, seed: int) -> torch.Tensor:
     return t.coalesce()
 
 
-def _extra_tensor(spec_t: dict, seed: int, index: int) -> torch.Tensor:
+def _extra_tensor(spec_t: dict[str, Any], seed: int, index: int) -> torch.Tensor:
     """An extra tensor's value, always made on the CPU (even inside a meta context)."""
     dtype_name = spec_t.get("dtype", "float32")
     if spec_t.get("layout", "strided") == "sparse_coo":
@@ -288,7 +288,7 @@ def _parametrize(model: nn.Module, spec: Spec) -> None:
             raise Unsupported(msg) from e
 
 
-def make_training(model: nn.Module, spec: Spec) -> tuple[Any, Any]:
+def make_training(model: nn.Module, spec: Spec) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """A fresh optimizer and LR scheduler for `model`, as the spec trains it."""
     train = spec.data.get("train") or {}
     params = [p for p in _unique_params(model) if p.requires_grad]
@@ -307,8 +307,8 @@ def make_training(model: nn.Module, spec: Spec) -> tuple[Any, Any]:
     return optimizer, scheduler
 
 
-def _unique_params(model: nn.Module) -> list:
-    seen: set = set()
+def _unique_params(model: nn.Module) -> list[nn.Parameter]:
+    seen: set[int] = set()
     out = []
     for p in model.parameters():
         if id(p) not in seen:
@@ -317,7 +317,7 @@ def _unique_params(model: nn.Module) -> list:
     return out
 
 
-def _loss(outputs: tuple, train: dict, batch: int) -> torch.Tensor:
+def _loss(outputs: tuple[torch.Tensor, ...], train: dict[str, Any], batch: int) -> torch.Tensor:
     if train.get("loss") == "cross_entropy":
         logits = outputs[0]
         target = torch.full((logits.shape[0],), int(train.get("target", 0)), dtype=torch.long, device=logits.device)
@@ -361,7 +361,7 @@ def _train(built: Built) -> None:
         built.model.eval()
 
 
-def make_inputs(spec: Spec, device: str = "cpu") -> tuple:
+def make_inputs(spec: Spec, device: str = "cpu") -> tuple[torch.Tensor, ...]:
     """The fixed forward inputs: seeded, so every env draws the same ones from its own RNG.
 
     Cross-version comparisons never rely on that: saves store the inputs'
@@ -389,7 +389,7 @@ def poison(model: nn.Module) -> None:
             buf = mod._buffers.get(name)
             if buf is not None and not buf.is_sparse:  # sparse tensors have no storage (and are never poisoned)
                 keep.add(buf.untyped_storage().data_ptr())
-    done: set = set()
+    done: set[int] = set()
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_sparse or t.device.type == "meta":
             continue
@@ -421,7 +421,7 @@ def _skip_init() -> Iterator[None]:
     names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
     saved = {n: getattr(init, n) for n in names}
 
-    def noop(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+    def noop(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return tensor
 
     try:
@@ -455,9 +455,10 @@ def _assemble(spec: Spec, mode: str) -> CaseModel:
     return model
 
 
-def from_factory(spec: Spec) -> tuple:
+def from_factory(spec: Spec) -> tuple[nn.Module, Optional[tuple[torch.Tensor, ...]]]:
     """Call a user case's factory: a module, or a (module, example inputs) pair."""
     ref = spec.factory
+    assert ref is not None, "from_factory is only called for user cases"
     module_name, _, func_name = ref.partition(":")
     try:
         fn = getattr(importlib.import_module(module_name), func_name)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from harness.runtime.errors import InputError
-from harness.runtime.spec import load_specs
+from harness.runtime.spec import Spec, load_specs
 
 __all__ = ["curated", "data_dir", "load_corpus"]
 
@@ -27,7 +27,7 @@ def data_dir() -> Path:
     raise InputError(msg)
 
 
-def curated() -> list:
+def curated() -> list[Spec]:
     """The curated specs, sorted by name."""
     specs = []
     for path in sorted((data_dir() / "curated").glob("*.json")):
@@ -35,7 +35,7 @@ def curated() -> list:
     return sorted(specs, key=lambda s: s.name)
 
 
-def load_corpus(path: Optional[Path]) -> list:
+def load_corpus(path: Optional[Path]) -> list[Spec]:
     """Specs from ``--cases FILE``, or the curated cases when no file is given."""
     return curated() if path is None else load_specs(Path(path))
 

@@ -13,13 +13,17 @@ contiguous tensors, map_location moves storages) without changing a value.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from harness.runtime.digest import contiguous_cpu, digest_tensor, raw_bytes
 from harness.runtime.dtypes import dtype_name
 from harness.runtime.manifest import Reference, Snapshot, TensorRecord, View, alias_groups
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Comparison", "Difference", "compare", "first_difference", "hex_value", "unravel_index"]
 
@@ -34,9 +38,9 @@ class Difference:
     aspect: str  # missing | unexpected | dtype | shape | layout | bits | alias | role | requires_grad | value | forward
     expected: Any = None
     actual: Any = None
-    index: Optional[list] = None
+    index: Optional[list[int]] = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     def describe(self) -> str:
@@ -48,8 +52,8 @@ class Difference:
 
 @dataclass
 class Comparison:
-    differences: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -87,7 +91,7 @@ def hex_value(data: bytes, dtype: str) -> str:
     return f"{h} ({value!r})"
 
 
-def unravel_index(flat: int, shape: list) -> list:
+def unravel_index(flat: int, shape: list[int]) -> list[int]:
     """The index of element `flat` of a row-major tensor of `shape` (numpy.unravel_index, without numpy)."""
     index = []
     for dim in reversed(shape):
@@ -113,7 +117,7 @@ def first_difference(expected: bytes, actual: memoryview, itemsize: int) -> Opti
     return None
 
 
-def _bits_difference(rec: TensorRecord, t: Any, reference: Optional[Path]) -> Difference:
+def _bits_difference(rec: TensorRecord, t: torch.Tensor, reference: Optional[Path]) -> Difference:
     if rec.layout != "strided" or reference is None or rec.ref is None:
         return Difference(rec.name, "bits", f"digest {rec.digest}", f"digest {digest_tensor(t)}")
     c = contiguous_cpu(t)
@@ -131,7 +135,7 @@ def _bits_difference(rec: TensorRecord, t: Any, reference: Optional[Path]) -> Di
     )
 
 
-def _tensor_differences(rec: TensorRecord, t: Any, role: str, reference: Optional[Path], notes: list) -> list:
+def _tensor_differences(rec: TensorRecord, t: torch.Tensor, role: str, reference: Optional[Path], notes: list[str]) -> list[Difference]:
     diffs = []
     layout = str(t.layout).replace("torch.", "")
     if t.device.type == "meta":
@@ -163,20 +167,20 @@ def _tensor_differences(rec: TensorRecord, t: Any, role: str, reference: Optiona
     return []
 
 
-def _groups(mapping: dict, names: set) -> set:
-    groups: dict = {}
+def _groups(mapping: dict[str, str], names: set[str]) -> set[frozenset[str]]:
+    groups: dict[str, set[str]] = {}
     for n, label in mapping.items():
         if n in names:
             groups.setdefault(label, set()).add(n)
     return {frozenset(g) for g in groups.values() if len(g) > 1}
 
 
-def _names(names: list) -> str:
+def _names(names: list[str]) -> str:
     shown = ", ".join(sorted(names)[:_MAX_LISTED])
     return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
 
 
-def compare(view: View, snap: Snapshot, reference: Optional[Path] = None, ignore: tuple = ()) -> Comparison:
+def compare(view: View, snap: Snapshot, reference: Optional[Path] = None, ignore: Sequence[str] = ()) -> Comparison:
     """Every difference between `view` (saved) and `snap` (loaded), except tensors in `ignore`."""
     result = Comparison(notes=list(snap.notes))
     saved, loaded = set(view.tensors) - set(ignore), set(snap.tensors) - set(ignore)

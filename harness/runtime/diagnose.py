@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from harness.runtime.unsafe_globals import runs_code
 
@@ -23,7 +23,7 @@ class Diagnosis:
     summary: str
     fix: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
 
@@ -31,7 +31,7 @@ _GLOBAL = re.compile(r"(?:GLOBAL|global|class) ([A-Za-z_][\w.]*\.[A-Za-z_]\w*)")
 _KEYS = re.compile(r'"((?:_orig_mod|module)\.[^"]*)"')
 
 
-def _weights_only(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _weights_only(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if "Weights only load failed" not in msg and not (etype == "UnpicklingError" and "weights_only" in msg):
         return None
     names = sorted(set(_GLOBAL.findall(msg)))
@@ -57,7 +57,7 @@ _PROTOCOL_4_OPCODES = frozenset(range(0x8C, 0x99))
 _OPERAND = re.compile(r"Unsupported operand (\d+)")
 
 
-def _pickle_protocol(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _pickle_protocol(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     m = _OPERAND.search(msg)
     if not m or int(m.group(1)) not in _PROTOCOL_4_OPCODES:
         return None
@@ -69,7 +69,7 @@ def _pickle_protocol(etype: str, msg: str, fmt: str, load: dict) -> Optional[Dia
     )
 
 
-def _storage_size(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _storage_size(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if "does not match expected size" not in msg and "storage has wrong byte size" not in msg:
         return None
     return Diagnosis(
@@ -79,7 +79,7 @@ def _storage_size(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagno
     )
 
 
-def _safetensors_corrupt(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _safetensors_corrupt(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if etype != "SafetensorError" and "Error while deserializing header" not in msg:
         return None
     return Diagnosis(
@@ -89,7 +89,7 @@ def _safetensors_corrupt(etype: str, msg: str, fmt: str, load: dict) -> Optional
     )
 
 
-def _code_global(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _code_global(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if "Weights only load failed" not in msg and not (etype == "UnpicklingError" and "weights_only" in msg):
         return None
     names = sorted({n for n in _GLOBAL.findall(msg) if runs_code(n)})
@@ -104,7 +104,7 @@ def _code_global(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnos
     )
 
 
-def _cuda_on_cpu(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _cuda_on_cpu(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if "deserialize object on a CUDA device" not in msg and "CUDA device but torch.cuda.is_available() is False" not in msg:
         return None
     if fmt == "exported":
@@ -114,7 +114,7 @@ def _cuda_on_cpu(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnos
     return Diagnosis("cuda_storage_on_cpu_host", "the file holds storages saved on a CUDA device and this env has no GPU", fix)
 
 
-def _key_prefix(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _key_prefix(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if "Unexpected key(s)" not in msg:
         return None
     keys = _KEYS.findall(msg)
@@ -129,7 +129,7 @@ def _key_prefix(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosi
     return None
 
 
-def _meta_parametrization(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _meta_parametrization(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if "Unexpected key(s)" not in msg or ".parametrizations." not in msg or load.get("apply") != "assign":
         return None
     return Diagnosis(
@@ -140,7 +140,7 @@ def _meta_parametrization(etype: str, msg: str, fmt: str, load: dict) -> Optiona
     )
 
 
-def _mmap_legacy(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _mmap_legacy(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if "mmap can only be used with files saved with" not in msg:
         return None
     return Diagnosis(
@@ -150,7 +150,7 @@ def _mmap_legacy(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnos
     )
 
 
-def _missing_class(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _missing_class(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if etype not in ("AttributeError", "ModuleNotFoundError") or ("Can't get attribute" not in msg and "No module named" not in msg):
         return None
     return Diagnosis(
@@ -160,7 +160,7 @@ def _missing_class(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagn
     )
 
 
-def _export_archive_too_new(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _export_archive_too_new(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if fmt != "exported" or "There is no item named 'version' in the archive" not in msg:
         return None
     return Diagnosis(
@@ -174,7 +174,7 @@ def _export_archive_too_new(etype: str, msg: str, fmt: str, load: dict) -> Optio
 _SCHEMA = re.compile(r"Serialized version \[?'?(\d+)'?, '?(\d+)'?\]? does not match our current schema version \((\d+), (\d+)\)")
 
 
-def _export_schema(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _export_schema(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     m = _SCHEMA.search(msg)
     if fmt != "exported" or not m:
         return None
@@ -186,7 +186,7 @@ def _export_schema(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagn
     )
 
 
-def _user_case(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _user_case(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if etype != "FactoryUnavailable":
         return None
     return Diagnosis(
@@ -196,13 +196,13 @@ def _user_case(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis
     )
 
 
-def _truncated(etype: str, msg: str, fmt: str, load: dict) -> Optional[Diagnosis]:
+def _truncated(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if not any(s in msg for s in ("failed finding central directory", "PytorchStreamReader failed", "unexpected EOF", "Ran out of input")):
         return None
     return Diagnosis("corrupt_file", "the file is truncated or not a complete torch file", "re-copy or re-save the file; compare its size and checksum with the original")
 
 
-_RULES: tuple[Callable[[str, str, str, dict], Optional[Diagnosis]], ...] = (
+_RULES: tuple[Callable[[str, str, str, dict[str, Any]], Optional[Diagnosis]], ...] = (
     # The CUDA rule first: old torch wraps its CUDA error in a weights_only one.
     # The code and protocol rules before the weights_only one: they are
     # weights_only failures too, but add_safe_globals is not their fix.
@@ -211,7 +211,7 @@ _RULES: tuple[Callable[[str, str, str, dict], Optional[Diagnosis]], ...] = (
 )
 
 
-def diagnose(etype: str, message: str, fmt: str = "", load: Optional[dict] = None, warnings: tuple = ()) -> Optional[Diagnosis]:
+def diagnose(etype: str, message: str, fmt: str = "", load: Optional[dict[str, Any]] = None, warnings: tuple[str, ...] = ()) -> Optional[Diagnosis]:
     """The first rule that recognises this error, or None.
 
     `warnings` are the texts of warnings raised during the load: some loaders

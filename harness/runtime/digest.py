@@ -8,16 +8,19 @@ through ctypes: no numpy needed (torch 2.0 .. newest, numpy or not).
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+from typing import TYPE_CHECKING
 
 import xxhash
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ALGORITHM", "contiguous_cpu", "digest_bytes", "digest_tensor", "raw_bytes"]
 
 ALGORITHM = "xxh3_128"
 
 
-def contiguous_cpu(t: Any) -> Any:
+def contiguous_cpu(t: torch.Tensor) -> torch.Tensor:
     """`t` as a dense, contiguous CPU tensor with the same logical values and dtype."""
     if t.device.type == "meta":
         raise ValueError("a meta tensor has no data")
@@ -30,7 +33,7 @@ def contiguous_cpu(t: Any) -> Any:
     return t
 
 
-def raw_bytes(t: Any) -> memoryview:
+def raw_bytes(t: torch.Tensor) -> memoryview:
     """A zero-copy view of a contiguous CPU tensor's bytes (keep `t` alive while using it)."""
     n = t.numel() * t.element_size()
     if n == 0:
@@ -38,11 +41,11 @@ def raw_bytes(t: Any) -> memoryview:
     return memoryview((ctypes.c_char * n).from_address(t.data_ptr())).cast("B")
 
 
-def digest_bytes(data: Any) -> str:
+def digest_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def digest_tensor(t: Any) -> str:
+def digest_tensor(t: torch.Tensor) -> str:
     """Digest of a tensor's values as bytes in logical (row-major) order.
 
     A sparse COO tensor digests its indices, then its values, as stored.
@@ -57,7 +60,7 @@ def digest_tensor(t: Any) -> str:
     return xxhash.xxh3_128_hexdigest(raw_bytes(t))
 
 
-def _strided() -> Any:
+def _strided() -> torch.layout:
     import torch
 
     return torch.strided

@@ -8,7 +8,10 @@ can carry them between envs.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "FLOAT_DTYPES",
@@ -27,7 +30,7 @@ SPEC_DTYPES = (
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16", "complex64")
 
 
-def to_dtype(name: str) -> Any:
+def to_dtype(name: str) -> torch.dtype:
     """The torch dtype called `name`."""
     import torch
 
@@ -38,7 +41,7 @@ def to_dtype(name: str) -> Any:
     return dtype
 
 
-def dtype_name(dtype: Any) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     """``torch.float32`` -> ``"float32"``."""
     return str(dtype).replace("torch.", "")
 

@@ -60,7 +60,8 @@ class Fingerprint:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fingerprint:
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        kw: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__}
+        return cls(**kw)
 
     @property
     def compute_key(self) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, overload
 
 from harness.runtime.env import parse_label
 from harness.runtime.errors import InputError
@@ -47,7 +47,15 @@ def _direction(source: str, target: str) -> str:
     return "same" if s == t else ("newer_to_older" if s > t else "older_to_newer")
 
 
-def _as_list(value: Any) -> Optional[list]:
+@overload
+def _as_list(value: None) -> None: ...
+
+
+@overload
+def _as_list(value: object) -> list[Any]: ...
+
+
+def _as_list(value: Any) -> Optional[list[Any]]:
     if value is None:
         return None
     return value if isinstance(value, list) else [value]
@@ -65,7 +73,7 @@ class Expectation:
     id: str
     reason: str
     link: str = ""
-    rules: dict = field(default_factory=dict)
+    rules: dict[str, Any] = field(default_factory=dict)
 
     def matches(self, r: CellResult) -> bool:
         rules = self.rules
@@ -106,7 +114,7 @@ class Expectation:
 class Expectations:
     """The list of expectations, applied in file order (first match wins)."""
 
-    def __init__(self, items: list) -> None:
+    def __init__(self, items: list[Expectation]) -> None:
         self.items = items
 
     @classmethod

@@ -5,6 +5,8 @@ matrix with it in nox's own environment, where neither torch nor xxhash is
 installed. `harness.runtime.formats` checks that its registry matches this list.
 """
 
+from __future__ import annotations
+
 __all__ = ["FORMAT_NAMES"]
 
 FORMAT_NAMES = (

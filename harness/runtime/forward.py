@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from harness.runtime.compare import Difference, first_difference, hex_value
 from harness.runtime.digest import contiguous_cpu, digest_tensor, raw_bytes
 from harness.runtime.dtypes import to_dtype
 from harness.runtime.manifest import Reference, Snapshot, TensorRecord, record_view
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["check_forward", "module_device", "record_forward", "saved_inputs"]
 
 
-def _outputs(value: Any) -> list:
+def _outputs(value: Any) -> list[torch.Tensor]:
     import torch
 
     if isinstance(value, torch.Tensor):
@@ -40,7 +43,7 @@ def _outputs(value: Any) -> list:
     return []
 
 
-def run_forward(module: Any, inputs: tuple) -> list:
+def run_forward(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
     import torch
 
     from harness.runtime.builder import torch_state
@@ -49,7 +52,7 @@ def run_forward(module: Any, inputs: tuple) -> list:
         return [o.detach() for o in _outputs(module(*inputs))]
 
 
-def record_forward(module: Any, inputs: tuple, compute_key: str, reference: Reference) -> dict:
+def record_forward(module: torch.nn.Module, inputs: Optional[tuple[torch.Tensor, ...]], compute_key: str, reference: Reference) -> dict[str, Any]:
     """Run the model at save time and record inputs and outputs (bytes kept in `reference`)."""
     if inputs is None:
         return {"status": "unavailable", "reason": "the user case gives no example inputs: return (module, inputs) from its factory to check the forward"}
@@ -67,7 +70,7 @@ def record_forward(module: Any, inputs: tuple, compute_key: str, reference: Refe
     }
 
 
-def _tensor_from(rec: TensorRecord, data: bytes, device: str) -> Any:
+def _tensor_from(rec: TensorRecord, data: bytes, device: str) -> torch.Tensor:
     import torch
 
     dtype = to_dtype(rec.dtype)
@@ -76,13 +79,14 @@ def _tensor_from(rec: TensorRecord, data: bytes, device: str) -> Any:
     return torch.frombuffer(bytearray(data), dtype=dtype).reshape(rec.shape).to(device)
 
 
-def saved_inputs(forward: dict, reference: Path, device: str) -> tuple:
+def saved_inputs(forward: dict[str, Any], reference: Path, device: str) -> tuple[torch.Tensor, ...]:
     """The exact input tensors the source env used."""
     recs = [TensorRecord.from_dict(r) for r in forward["inputs"]]
-    return tuple(_tensor_from(r, Reference.read(reference, r.ref), device) for r in recs)
+    # Every record of the forward was written with its reference bytes (record_forward).
+    return tuple(_tensor_from(r, Reference.read(reference, cast("list[int]", r.ref)), device) for r in recs)
 
 
-def module_device(module: Any) -> str:
+def module_device(module: torch.nn.Module) -> str:
     """Where a module's tensors live (its first one that is not on the meta device)."""
     for getter in ("parameters", "buffers"):
         fn = getattr(module, getter, None)
@@ -94,7 +98,7 @@ def module_device(module: Any) -> str:
     return "cpu"
 
 
-def _max_abs_diff(expected: Any, actual: Any) -> float:
+def _max_abs_diff(expected: torch.Tensor, actual: torch.Tensor) -> float:
     import torch
 
     a = expected.to(torch.complex128 if expected.is_complex() else torch.float64)
@@ -106,7 +110,7 @@ def _max_abs_diff(expected: Any, actual: Any) -> float:
     return float(diff.max()) if diff.numel() else 0.0
 
 
-def check_forward(module: Any, forward: Optional[dict], reference: Path, compute_key: str) -> tuple:
+def check_forward(module: torch.nn.Module, forward: Optional[dict[str, Any]], reference: Path, compute_key: str) -> tuple[dict[str, Any], Optional[Difference]]:
     """(forward record for the result line, Difference or None).
 
     The Difference is returned only where outputs had to be bit-identical.
@@ -137,6 +141,7 @@ def check_forward(module: Any, forward: Optional[dict], reference: Path, compute
         if str(out.dtype).replace("torch.", "") == rec.dtype and list(out.shape) == rec.shape and digest_tensor(out) == rec.digest:
             continue
         differing += 1
+        assert rec.ref is not None  # record_forward keeps every output's bytes
         expected = _tensor_from(rec, Reference.read(reference, rec.ref), "cpu")
         if list(out.shape) != rec.shape or out.dtype != expected.dtype:
             worst = math.inf

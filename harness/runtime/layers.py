@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ACTIVATIONS", "KINDS", "REQUIRED", "Field", "LayerKind", "Sig", "input_shape"]
 
@@ -35,7 +39,7 @@ class Field:
     name: str
     type: type
     default: Any = REQUIRED
-    check: Optional[Callable[[Any, dict], Optional[str]]] = None
+    check: Optional[Callable[[Any, dict[str, Any]], Optional[str]]] = None
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,10 @@ class LayerKind:
     name: str
     fields: tuple[Field, ...]
     dtypes: tuple[str, ...]
-    build: Callable[[dict, Any], Any]
-    accepts: Callable[[dict, Sig], bool]
-    output: Callable[[dict, Sig], Sig]
-    natural_input: Callable[[dict, str], Sig]
+    build: Callable[[dict[str, Any], Optional[torch.dtype]], torch.nn.Module]
+    accepts: Callable[[dict[str, Any], Sig], bool]
+    output: Callable[[dict[str, Any], Sig], Sig]
+    natural_input: Callable[[dict[str, Any], str], Sig]
     #: how the forward calls it: "plain" m(x), "first" m(x)[0], "attention" m(x, x, x)[0]
     call: str = "plain"
     has_params: bool = True
@@ -66,24 +70,24 @@ def input_shape(sig: Sig, batch: int) -> tuple[int, ...]:
     return (batch, features, *SPATIAL[space])
 
 
-def _positive(v: Any, _: dict) -> Optional[str]:
+def _positive(v: int, _: dict[str, Any]) -> Optional[str]:
     return None if v >= 1 else "must be >= 1"
 
 
-def _nonneg(v: Any, _: dict) -> Optional[str]:
+def _nonneg(v: int, _: dict[str, Any]) -> Optional[str]:
     return None if v >= 0 else "must be >= 0"
 
 
-def _odd_kernel(v: Any, _: dict) -> Optional[str]:
+def _odd_kernel(v: int, _: dict[str, Any]) -> Optional[str]:
     return None if 1 <= v <= 7 and v % 2 == 1 else "must be odd and between 1 and 7 (size-preserving padding)"
 
 
-def _prob(v: Any, _: dict) -> Optional[str]:
+def _prob(v: float, _: dict[str, Any]) -> Optional[str]:
     return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
 
 
-def _divides(other: str, *, into: str = "") -> Callable[[Any, dict], Optional[str]]:
-    def check(v: Any, fields: dict) -> Optional[str]:
+def _divides(other: str, *, into: str = "") -> Callable[[int, dict[str, Any]], Optional[str]]:
+    def check(v: int, fields: dict[str, Any]) -> Optional[str]:
         if v < 1:
             return "must be >= 1"
         targets = [other] + ([into] if into else [])
@@ -95,14 +99,14 @@ def _divides(other: str, *, into: str = "") -> Callable[[Any, dict], Optional[st
     return check
 
 
-def _one_of(*choices: str) -> Callable[[Any, dict], Optional[str]]:
-    def check(v: Any, _: dict) -> Optional[str]:
+def _one_of(*choices: str) -> Callable[[str, dict[str, Any]], Optional[str]]:
+    def check(v: str, _: dict[str, Any]) -> Optional[str]:
         return None if v in choices else f"must be one of {', '.join(map(repr, choices))}"
 
     return check
 
 
-def _kwargs_supported(cls: Any, **kwargs: Any) -> dict:
+def _kwargs_supported(cls: type[torch.nn.Module], **kwargs: Any) -> dict[str, Any]:
     """Only the keyword arguments this torch's `cls` accepts (feature detection)."""
     params = inspect.signature(cls.__init__).parameters
     return {k: v for k, v in kwargs.items() if k in params}
@@ -112,7 +116,7 @@ FLOATS = ("float32", "float64", "float16", "bfloat16")
 WITH_COMPLEX = FLOATS + ("complex64",)
 
 
-def _same(_: dict, sig: Sig) -> Sig:
+def _same(_: dict[str, Any], sig: Sig) -> Sig:
     return sig
 
 
@@ -123,18 +127,18 @@ def _float_space(sig: Sig) -> bool:
 # -- builders (torch imported lazily: this module is read on the host too) ---
 
 
-def _nn() -> Any:
+def _nn() -> ModuleType:
     import torch.nn as nn
 
     return nn
 
 
-def _linear(f: dict, dtype: Any) -> Any:
+def _linear(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
     return _nn().Linear(f["in_features"], f["out_features"], bias=f["bias"], dtype=dtype)
 
 
-def _conv(n: int, transpose: bool) -> Callable[[dict, Any], Any]:
-    def build(f: dict, dtype: Any) -> Any:
+def _conv(n: int, transpose: bool) -> Callable[[dict[str, Any], Optional[torch.dtype]], torch.nn.Module]:
+    def build(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
         nn = _nn()
         cls = getattr(nn, f"Conv{'Transpose' if transpose else ''}{n}d")
         return cls(
@@ -145,16 +149,16 @@ def _conv(n: int, transpose: bool) -> Callable[[dict, Any], Any]:
     return build
 
 
-def _batch_norm(n: int) -> Callable[[dict, Any], Any]:
-    def build(f: dict, dtype: Any) -> Any:
+def _batch_norm(n: int) -> Callable[[dict[str, Any], Optional[torch.dtype]], torch.nn.Module]:
+    def build(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
         cls = getattr(_nn(), f"BatchNorm{n}d")
         return cls(f["num_features"], affine=f["affine"], track_running_stats=f["track_running_stats"], dtype=dtype)
 
     return build
 
 
-def _rnn(name: str) -> Callable[[dict, Any], Any]:
-    def build(f: dict, dtype: Any) -> Any:
+def _rnn(name: str) -> Callable[[dict[str, Any], Optional[torch.dtype]], torch.nn.Module]:
+    def build(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
         cls = getattr(_nn(), name)
         extra = {"nonlinearity": f["nonlinearity"]} if name == "RNN" else {}
         return cls(
@@ -165,7 +169,7 @@ def _rnn(name: str) -> Callable[[dict, Any], Any]:
     return build
 
 
-def _encoder_layer(f: dict, dtype: Any) -> Any:
+def _encoder_layer(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
     nn = _nn()
     return nn.TransformerEncoderLayer(
         f["d_model"], f["nhead"], dim_feedforward=f["dim_feedforward"], dropout=f["dropout"],
@@ -173,7 +177,7 @@ def _encoder_layer(f: dict, dtype: Any) -> Any:
     )
 
 
-def _encoder(f: dict, dtype: Any) -> Any:
+def _encoder(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
     nn = _nn()
     # enable_nested_tensor only changes the fast path, and warns when it
     # cannot be used; ask for the plain path where this torch has the knob.
@@ -181,7 +185,7 @@ def _encoder(f: dict, dtype: Any) -> Any:
     return nn.TransformerEncoder(_encoder_layer(f, dtype), f["num_layers"], **extra)
 
 
-def _activation(f: dict, dtype: Any) -> Any:
+def _activation(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
     nn = _nn()
     cls = {
         "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU,
@@ -190,22 +194,22 @@ def _activation(f: dict, dtype: Any) -> Any:
     return cls()
 
 
-def _features_in(name: str, *spaces: str) -> Callable[[dict, Sig], bool]:
-    def accepts(f: dict, sig: Sig) -> bool:
+def _features_in(name: str, *spaces: str) -> Callable[[dict[str, Any], Sig], bool]:
+    def accepts(f: dict[str, Any], sig: Sig) -> bool:
         return sig[0] in spaces and sig[1] == f[name]
 
     return accepts
 
 
-def _out_features(name: str, space: Optional[str] = None) -> Callable[[dict, Sig], Sig]:
-    def output(f: dict, sig: Sig) -> Sig:
+def _out_features(name: str, space: Optional[str] = None) -> Callable[[dict[str, Any], Sig], Sig]:
+    def output(f: dict[str, Any], sig: Sig) -> Sig:
         return (space or sig[0], f[name], sig[2])
 
     return output
 
 
-def _natural(space: str, name: str) -> Callable[[dict, str], Sig]:
-    def natural(f: dict, dtype: str) -> Sig:
+def _natural(space: str, name: str) -> Callable[[dict[str, Any], str], Sig]:
+    def natural(f: dict[str, Any], dtype: str) -> Sig:
         return (space, f[name], dtype)
 
     return natural

@@ -47,7 +47,7 @@ class LoadOptions:
     apply: Optional[str] = None  # none | strict | assign | resume | model
     device: Optional[str] = None  # safetensors' device argument
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @property
@@ -59,11 +59,11 @@ class LoadOptions:
         return ";".join(parts) or "default"
 
     @classmethod
-    def from_dict(cls, d: dict) -> LoadOptions:
+    def from_dict(cls, d: dict[str, Any]) -> LoadOptions:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
 
 
-def torch_load_sweep(cuda: bool) -> list:
+def torch_load_sweep(cuda: bool) -> list[LoadOptions]:
     """Every map_location x weights_only x mmap, loading the file as it is."""
     maps = [m for m in MAP_LOCATIONS if m != "cuda" or cuda]
     return [
@@ -72,7 +72,7 @@ def torch_load_sweep(cuda: bool) -> list:
     ]
 
 
-def apply_sweep(applies: tuple, cuda: bool) -> list:
+def apply_sweep(applies: tuple[str, ...], cuda: bool) -> list[LoadOptions]:
     """Loading into a model: each apply mode, with and without mmap, mapped or not."""
     maps = ["none", "cpu"] + (["cuda"] if cuda else [])
     return [
@@ -102,18 +102,18 @@ def map_location_value(name: str) -> Any:
     return values[name]()
 
 
-def _has_param(fn: Any, name: str) -> bool:
+def _has_param(fn: Callable[..., Any], name: str) -> bool:
     try:
         return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
 
 
-def torch_load_kwargs(options: LoadOptions) -> dict:
+def torch_load_kwargs(options: LoadOptions) -> dict[str, Any]:
     """Keyword arguments for ``torch.load``; Unsupported for options this torch lacks."""
     import torch
 
-    kw: dict = {}
+    kw: dict[str, Any] = {}
     if options.map_location not in (None, "none"):
         kw["map_location"] = map_location_value(options.map_location)
     if options.weights_only not in (None, "default"):

@@ -18,10 +18,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from harness.runtime.digest import ALGORITHM, contiguous_cpu, digest_tensor, raw_bytes
 from harness.runtime.dtypes import dtype_name
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "MANIFEST_SCHEMA",
@@ -43,10 +46,10 @@ MANIFEST_SCHEMA = 1
 class Snapshot:
     """Named tensors (with roles), plain values and parameter ties of one object."""
 
-    tensors: dict = field(default_factory=dict)  # name -> (tensor, role)
-    values: dict = field(default_factory=dict)  # name -> JSON-able leaf
-    ties: list = field(default_factory=list)  # [[names of one Parameter object], ...]
-    notes: list = field(default_factory=list)
+    tensors: dict[str, tuple[torch.Tensor, str]] = field(default_factory=dict)  # name -> (tensor, role)
+    values: dict[str, Any] = field(default_factory=dict)  # name -> JSON-able leaf
+    ties: list[list[str]] = field(default_factory=list)  # [[names of one Parameter object], ...]
+    notes: list[str] = field(default_factory=list)
 
     def merge(self, other: Snapshot, prefix: str) -> None:
         for k, v in other.tensors.items():
@@ -63,8 +66,8 @@ class TensorRecord:
 
     name: str
     dtype: str
-    shape: list
-    stride: Optional[list]
+    shape: list[int]
+    stride: Optional[list[int]]
     offset: int
     requires_grad: bool
     role: str  # parameter | buffer | buffer_np | constant | tensor
@@ -73,25 +76,26 @@ class TensorRecord:
     nbytes: int
     layout: str
     device: str
-    ref: Optional[list] = None  # [offset, nbytes] in the case's reference file
+    ref: Optional[list[int]] = None  # [offset, nbytes] in the case's reference file
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> TensorRecord:
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+    def from_dict(cls, d: dict[str, Any]) -> TensorRecord:
+        kw: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
+        return cls(**kw)
 
 
 @dataclass(frozen=True)
 class View:
     """A recorded snapshot."""
 
-    tensors: dict  # name -> TensorRecord
-    values: dict
-    ties: list
+    tensors: dict[str, TensorRecord]  # name -> TensorRecord
+    values: dict[str, Any]
+    ties: list[list[str]]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "tensors": [r.to_dict() for r in self.tensors.values()],
             "values": self.values,
@@ -99,7 +103,7 @@ class View:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> View:
+    def from_dict(cls, d: dict[str, Any]) -> View:
         recs = [TensorRecord.from_dict(r) for r in d.get("tensors", [])]
         return cls({r.name: r for r in recs}, d.get("values", {}), d.get("ties", []))
 
@@ -110,28 +114,28 @@ class Manifest:
 
     case: str
     format: str
-    source: dict  # fingerprint
-    spec: dict
+    source: dict[str, Any]  # fingerprint
+    spec: dict[str, Any]
     spec_digest: str
     status: str  # saved | unsupported | failed
     reason: Optional[str] = None
-    files: list = field(default_factory=list)
-    views: dict = field(default_factory=dict)  # name -> View
-    forward: Optional[dict] = None
-    saved_with: dict = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    views: dict[str, View] = field(default_factory=dict)  # name -> View
+    forward: Optional[dict[str, Any]] = None
+    saved_with: dict[str, Any] = field(default_factory=dict)
     emulated: bool = False
     seconds: float = 0.0
     harness: str = ""
     schema: int = MANIFEST_SCHEMA
     digest_algorithm: str = ALGORITHM
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["views"] = {k: v.to_dict() for k, v in self.views.items()}
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> Manifest:
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
         if d.get("schema") != MANIFEST_SCHEMA:
             msg = f"manifest schema {d.get('schema')!r} is not {MANIFEST_SCHEMA}: re-save with this harness"
             raise ValueError(msg)
@@ -152,11 +156,11 @@ class Reference:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.index: dict = {}
-        self._chunks: list = []
+        self.index: dict[str, list[int]] = {}
+        self._chunks: list[bytes] = []
         self._size = 0
 
-    def add(self, digest: str, data: Any) -> list:
+    def add(self, digest: str, data: bytes) -> list[int]:
         if digest not in self.index:
             n = len(data)
             self.index[digest] = [self._size, n]
@@ -174,7 +178,7 @@ class Reference:
         os.replace(tmp, self.path)
 
     @staticmethod
-    def read(path: Path, ref: list) -> bytes:
+    def read(path: Path, ref: list[int]) -> bytes:
         with open(path, "rb") as f:
             f.seek(ref[0])
             return f.read(ref[1])
@@ -218,7 +222,7 @@ def flatten(obj: Any, prefix: str = "", snap: Optional[Snapshot] = None, role: s
     return snap
 
 
-def module_snapshot(module: Any) -> Snapshot:
+def module_snapshot(module: torch.nn.Module) -> Snapshot:
     """Parameters, persistent and non-persistent buffers of a module, and its ties."""
     import torch
 
@@ -230,7 +234,7 @@ def module_snapshot(module: Any) -> Snapshot:
     except TypeError:
         params = dict(module.named_parameters())
     snap = Snapshot()
-    by_id: dict = {}
+    by_id: dict[int, list[str]] = {}
     for name, t in state.items():
         if not isinstance(t, torch.Tensor):
             snap.values[name] = _plain(t)  # extra state
@@ -246,7 +250,7 @@ def module_snapshot(module: Any) -> Snapshot:
     return snap
 
 
-def _storage_key(t: Any) -> Optional[tuple]:
+def _storage_key(t: torch.Tensor) -> Optional[tuple[str, int]]:
     if t.layout != _strided() or t.device.type == "meta":
         return None
     storage = t.untyped_storage()
@@ -255,15 +259,15 @@ def _storage_key(t: Any) -> Optional[tuple]:
     return (str(t.device), storage.data_ptr())
 
 
-def _strided() -> Any:
+def _strided() -> torch.layout:
     import torch
 
     return torch.strided
 
 
-def alias_groups(tensors: dict) -> dict:
+def alias_groups(tensors: dict[str, tuple[torch.Tensor, str]]) -> dict[str, str]:
     """name -> group label, for tensors that share storage with another one."""
-    groups: dict = {}
+    groups: dict[tuple[str, int], list[str]] = {}
     for name, (t, _) in tensors.items():
         key = _storage_key(t)
         if key is not None:
@@ -286,7 +290,7 @@ def record_view(snap: Snapshot, reference: Optional[Reference] = None) -> View:
     return View(records, dict(snap.values), [list(g) for g in snap.ties])
 
 
-def tensor_record(name: str, t: Any, role: str, alias: Optional[str], reference: Optional[Reference] = None) -> TensorRecord:
+def tensor_record(name: str, t: torch.Tensor, role: str, alias: Optional[str], reference: Optional[Reference] = None) -> TensorRecord:
     strided = t.layout == _strided()
     meta = t.device.type == "meta"
     digest = None if meta else digest_tensor(t)
@@ -310,7 +314,7 @@ def tensor_record(name: str, t: Any, role: str, alias: Optional[str], reference:
     )
 
 
-def _reference_bytes(t: Any) -> bytes:
+def _reference_bytes(t: torch.Tensor) -> bytes:
     if t.layout != _strided():
         parts = [contiguous_cpu(t._indices()), contiguous_cpu(t._values())]
         return b"".join(bytes(raw_bytes(p)) for p in parts)

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections import Counter
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 __all__ = ["Progress"]
 
@@ -19,11 +19,11 @@ __all__ = ["Progress"]
 class Progress:
     """Counts done items (and outcomes) toward a total."""
 
-    def __init__(self, what: str, total: int, *, interval: float = 10.0, stream: Any = None) -> None:
+    def __init__(self, what: str, total: int, *, interval: float = 10.0, stream: Optional[TextIO] = None) -> None:
         self.what = what
         self.total = total
         self.done = 0
-        self.counts: Counter = Counter()
+        self.counts: Counter[str] = Counter()
         self.stream = stream or sys.stderr
         self.interval = interval
         self.started = time.monotonic()

@@ -54,7 +54,7 @@ _SEVERITY = {
 
 
 _STR_FIELDS = ("source", "target", "case", "format")
-_OPTIONAL_TYPES: dict = {
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "detail": (str,),
     "expected": (bool,),
     "expectation": (str, type(None)),
@@ -71,7 +71,7 @@ _OPTIONAL_TYPES: dict = {
 }
 
 
-def _type_names(types: tuple) -> str:
+def _type_names(types: tuple[type, ...]) -> str:
     return " or ".join("null" if t is type(None) else {"str": "a string", "dict": "an object", "list": "a list", "bool": "true/false"}.get(t.__name__, "a number") for t in types)
 
 
@@ -109,10 +109,10 @@ def cell_key(source: str, case: str, fmt: str, options_id: str) -> str:
     return f"{source}|{case}|{fmt}|{options_id}"
 
 
-_OPTIONS_IDS: dict = {}
+_OPTIONS_IDS: dict[tuple[tuple[str, Any], ...], str] = {}
 
 
-def _options_id(load: dict) -> str:
+def _options_id(load: dict[str, Any]) -> str:
     """`LoadOptions.id` of a load dict, cached: a run has few distinct option sets."""
     from harness.runtime.load_options import LoadOptions
 
@@ -126,7 +126,7 @@ def _options_id(load: dict) -> str:
     return cached
 
 
-def line_key(d: dict) -> str:
+def line_key(d: dict[str, Any]) -> str:
     """The cell key of a result line as read from a file (unique within its target)."""
     return cell_key(d["source"], d["case"], d["format"], _options_id(d["load"]))
 
@@ -139,20 +139,20 @@ class CellResult:
     target: str
     case: str
     format: str
-    load: dict
+    load: dict[str, Any]
     outcome: Outcome
     detail: str = ""
     expected: bool = False
     expectation: Optional[str] = None
-    diagnosis: Optional[dict] = None
-    error: Optional[dict] = None
-    differences: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
-    forward: Optional[dict] = None
+    diagnosis: Optional[dict[str, Any]] = None
+    error: Optional[dict[str, Any]] = None
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    forward: Optional[dict[str, Any]] = None
     seconds: float = 0.0
     artifact: str = ""
     origin: str = "curated"
-    tags: list = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
     harness: str = ""
     schema: int = RESULT_SCHEMA
 
@@ -171,7 +171,7 @@ class CellResult:
         """A failure that no expectation explains."""
         return self.outcome.is_failure and not self.expected
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: every field is already plain JSON data, and
         # dataclasses.asdict's deep copy was a visible cost per cell.
         d = {name: getattr(self, name) for name in _FIELDS}
@@ -179,7 +179,7 @@ class CellResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> CellResult:
+    def from_dict(cls, d: dict[str, Any]) -> CellResult:
         validate_line(d)
         kw: dict[str, Any] = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         kw["outcome"] = Outcome(d["outcome"])

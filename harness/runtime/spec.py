@@ -49,6 +49,7 @@ from harness.runtime.layers import KINDS, REQUIRED, Sig
 
 __all__ = [
     "CONTAINERS",
+    "CORPUS_SCHEMA",
     "SCHEMA",
     "Leaf",
     "Spec",
@@ -59,7 +60,10 @@ __all__ = [
     "walk_leaves",
 ]
 
+#: Version of a spec's schema (its ``schema`` field).
 SCHEMA = 1
+#: Version of a corpus file (``{"schema": 1, "cases": [...]}``, written by `harness.corpus`).
+CORPUS_SCHEMA = 1
 CONTAINERS = ("sequential", "module_list", "module_dict")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,119}$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -80,7 +84,7 @@ class Leaf:
 
     path: str
     kind: str
-    fields: dict
+    fields: dict[str, Any]
     dtype: str
     where: str  # dotted spec path, for messages
 
@@ -99,7 +103,7 @@ def _check_type(where: str, value: Any, t: type) -> None:
         raise SpecError(where, f"expected {_type_name(t)}, got {json.dumps(value)[:60]}")
 
 
-def _children(node: dict, where: str) -> list:
+def _children(node: dict[str, Any], where: str) -> list[tuple[str, dict[str, Any], str]]:
     """(name, child node, spec path) of a container's children, in order.
 
     Children are always a list (JSON objects have no order, and manifests are
@@ -132,18 +136,18 @@ def _children(node: dict, where: str) -> list:
     return out
 
 
-def child_items(node: dict) -> list:
+def child_items(node: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(name, child) pairs of a validated container node."""
     return [(c.get("name", str(i)), c) for i, c in enumerate(node["children"])]
 
 
-def _validate_leaf(node: dict, where: str) -> dict:
+def _validate_leaf(node: dict[str, Any], where: str) -> dict[str, Any]:
     kind = KINDS[node["kind"]]
     known = {f.name for f in kind.fields} | {"kind", "dtype", "name"}
     for key in node:
         if key not in known:
             raise SpecError(f"{where}.{key}", f"unknown field for {kind.name} (known: {', '.join(sorted(known - {'kind'}))})")
-    fields: dict = {}
+    fields: dict[str, Any] = {}
     for f in kind.fields:
         if f.name in node:
             _check_type(f"{where}.{f.name}", node[f.name], f.type)
@@ -165,7 +169,7 @@ def _validate_leaf(node: dict, where: str) -> dict:
     return fields
 
 
-def walk_leaves(node: dict, path: str = "", where: str = "model") -> Iterator[Leaf]:
+def walk_leaves(node: dict[str, Any], path: str = "", where: str = "model") -> Iterator[Leaf]:
     """Every leaf of a (validated) node tree, in forward order."""
     if node["kind"] in CONTAINERS:
         for name, child, cw in _children(node, where):
@@ -175,7 +179,7 @@ def walk_leaves(node: dict, path: str = "", where: str = "model") -> Iterator[Le
         yield Leaf(path, kind.name, {f.name: node.get(f.name, f.default) for f in kind.fields}, node.get("dtype", "float32"), where)
 
 
-def chain_signature(node: dict, where: str, sig: Optional[Sig]) -> Sig:
+def chain_signature(node: dict[str, Any], where: str, sig: Optional[Sig]) -> Sig:
     """The output signature ``(space, features, dtype)`` of `node` fed by `sig`.
 
     `sig` None means the node starts a chain and takes its natural input.
@@ -223,7 +227,7 @@ def _validate_node(node: Any, where: str, depth: int = 0, chained: bool = False)
         raise SpecError(f"{where}.kind", f"{kind!r} is not a layer kind (known: {', '.join(sorted(set(KINDS) | set(CONTAINERS)))})")
 
 
-def module_paths(node: dict, path: str = "") -> dict:
+def module_paths(node: dict[str, Any], path: str = "") -> dict[str, str]:
     """Module path -> kind, for every module in the tree (the root is ``""``).
 
     Paths are dotted as in a state dict (``"0.fc1"``); these are the places
@@ -236,7 +240,7 @@ def module_paths(node: dict, path: str = "") -> dict:
     return out
 
 
-def _expect_list(data: dict, key: str) -> list:
+def _expect_list(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
     value = data.get(key, [])
     _check_type(key, value, list)
     for i, item in enumerate(value):
@@ -244,8 +248,8 @@ def _expect_list(data: dict, key: str) -> list:
     return value
 
 
-def _validate_extras(data: dict, modules: dict[str, str]) -> None:
-    def known_keys(item: dict, where: str, allowed: set[str]) -> None:
+def _validate_extras(data: dict[str, Any], modules: dict[str, str]) -> None:
+    def known_keys(item: dict[str, Any], where: str, allowed: set[str]) -> None:
         for k in item:
             if k not in allowed:
                 raise SpecError(f"{where}.{k}", f"unknown field (known: {', '.join(sorted(allowed))})")
@@ -328,7 +332,7 @@ def _validate_extras(data: dict, modules: dict[str, str]) -> None:
 class Spec:
     """A validated spec. `data` is the canonical JSON object."""
 
-    data: dict = field(repr=False)
+    data: dict[str, Any] = field(repr=False)
 
     @property
     def name(self) -> str:
@@ -395,7 +399,7 @@ class Spec:
         return cls(data)
 
     @classmethod
-    def _user_case(cls, data: dict) -> Spec:
+    def _user_case(cls, data: dict[str, Any]) -> Spec:
         ref = data["factory"]
         if not isinstance(ref, str) or not _FACTORY.match(ref):
             raise SpecError("factory", f"{ref!r} is not MODULE:FUNCTION, e.g. 'mypkg.models:make_model'")
@@ -408,7 +412,7 @@ class Spec:
         data.setdefault("origin", "user")
         return cls(data)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.data)
 
     def to_json(self) -> str:
@@ -434,6 +438,9 @@ def load_specs(path: Path) -> list[Spec]:
     except json.JSONDecodeError as e:
         msg = f"{path}: not JSON ({e.msg} at line {e.lineno} column {e.colno})"
         raise InputError(msg) from None
+    if isinstance(data, dict) and "cases" in data and data.get("schema", CORPUS_SCHEMA) != CORPUS_SCHEMA:
+        msg = f"{path}: schema={data['schema']!r} but this harness reads corpus schema {CORPUS_SCHEMA} (rewrite it with `cases`)"
+        raise InputError(msg)
     items = data["cases"] if isinstance(data, dict) and "cases" in data else data
     if isinstance(items, dict):
         items = [items]

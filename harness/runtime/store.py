@@ -23,10 +23,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional
 
 from harness.runtime.errors import InputError
 from harness.runtime.fileio import require_dir
+
+if TYPE_CHECKING:
+    from harness.runtime.results import CellResult
 
 __all__ = ["ArtifactRef", "ResultLines", "ResultsWriter", "discover_artifacts", "read_result_lines", "read_results"]
 
@@ -52,7 +55,7 @@ class ArtifactRef:
         return f"ArtifactRef({self.source}/{self.case}/{self.format})"
 
 
-def discover_artifacts(root: Path) -> list:
+def discover_artifacts(root: Path) -> list[ArtifactRef]:
     """Every complete artifact under `root` (those with a manifest), sorted."""
     root = require_dir(root, "--artifacts", f" (run `python -m harness save --out {root}` first)")
     found = [ArtifactRef(p.parent) for p in sorted(root.glob("*/*/*/manifest.json")) if not p.parent.name.startswith(".")]
@@ -162,7 +165,7 @@ class ResultsWriter:
         self.dir = Path(results_dir)
         self.target = target
         self.path = self.dir / f"{target}.jsonl"
-        self._lock_file: Optional[Any] = None
+        self._lock_file: Optional[IO[str]] = None
         self._fd: Optional[int] = None
 
     def __enter__(self) -> ResultsWriter:
@@ -191,17 +194,17 @@ class ResultsWriter:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return self
 
-    def recorded(self) -> dict:
+    def recorded(self) -> dict[str, tuple[Optional[str], Optional[str]]]:
         """key -> (artifact id, harness build) of every cell already in the file."""
         from harness.runtime.results import line_key
 
-        done: dict = {}
+        done: dict[str, tuple[Optional[str], Optional[str]]] = {}
         if self.path.exists():
             for d in read_results(self.path):
                 done[line_key(d)] = (d.get("artifact"), d.get("harness"))
         return done
 
-    def write(self, result: Any) -> None:
+    def write(self, result: CellResult) -> None:
         """Append one result line with a single write(2), then fsync."""
         assert self._fd is not None
         data = (json.dumps(result.to_dict(), sort_keys=True) + "\n").encode()

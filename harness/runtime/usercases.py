@@ -12,6 +12,7 @@ importable in every env of the matrix (a result says so where it is not).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from harness.runtime.errors import InputError, SpecError
 from harness.runtime.spec import Spec
@@ -25,7 +26,7 @@ def _name(ref: str) -> str:
     return "user-" + re.sub(r"[^A-Za-z0-9_.-]", "-", ref.replace(":", "."))
 
 
-def user_specs(refs: list, seed: int = 0) -> list:
+def user_specs(refs: Sequence[str], seed: int = 0) -> list[Spec]:
     """One spec per ``MODULE:FUNCTION``; the factory is checked to import here."""
     from harness.runtime.builder import from_factory
 

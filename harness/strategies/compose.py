@@ -9,9 +9,10 @@ not train.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Optional
 
 from hypothesis import strategies as st
+from hypothesis.strategies import DrawFn
 
 from harness.runtime.dtypes import FLOAT_DTYPES
 from harness.runtime.layers import KINDS
@@ -30,14 +31,14 @@ from harness.strategies.trees import draw_model
 
 __all__ = ["specs"]
 
-def _depth(node: dict) -> int:
+def _depth(node: dict[str, Any]) -> int:
     """How many containers deep `node` nests (a leaf is 0, the root sequential of leaves 1)."""
     if node["kind"] not in CONTAINERS:
         return 0
     return 1 + max(_depth(c) for c in node["children"])
 
 
-def _tags(data: dict) -> list:
+def _tags(data: dict[str, Any]) -> list[str]:
     """Feature tags for reports and expectations (``key_prefix`` is one the shipped file matches)."""
     leaves = list(walk_leaves(data["model"]))
     dtypes = {leaf.dtype for leaf in leaves if KINDS[leaf.kind].has_params}
@@ -58,12 +59,12 @@ def _tags(data: dict) -> list:
     return tags + [name for name, on in checks if on]
 
 
-def _draw_spec(draw: Callable, g: Grammar, max_tensors: int) -> dict:
+def _draw_spec(draw: DrawFn, g: Grammar, max_tensors: int) -> dict[str, Any]:
     """One spec: the tree, then extra tensors, a parametrization, ties, a
     training plan, planted values, layouts, the batch and a key prefix, in
     that order (the order is part of what a seed draws)."""
     model = draw_model(draw, g)
-    data: dict = {"name": "hypothesis", "seed": draw(st.integers(0, 2**16)), "model": model}
+    data: dict[str, Any] = {"name": "hypothesis", "seed": draw(st.integers(0, 2**16)), "model": model}
     tensors = model_tensors(model)
 
     modules = sorted(module_paths(model))  # "" (the root) first: extras shrink onto it
@@ -76,7 +77,7 @@ def _draw_spec(draw: Callable, g: Grammar, max_tensors: int) -> dict:
     # Each later extra keeps off the tensors an earlier one changed: a
     # parametrized weight is no longer a plain parameter, and a relaid-out
     # parameter is a new Parameter object (it would untie a tie).
-    parametrized: set = set()
+    parametrized: set[str] = set()
     if draw(st.booleans()):
         kind = draw(st.sampled_from(("weight_norm", "orthogonal")))
         # orthogonal wants a matrix: Linear weights, not conv kernels
@@ -105,7 +106,7 @@ def _draw_spec(draw: Callable, g: Grammar, max_tensors: int) -> dict:
             data["plant"] = [{"at": p} for p in plant]
 
     busy = parametrized | tied
-    relayable: dict = {}
+    relayable: dict[str, list[str]] = {}
     for t in tensors:
         if not t.sparse and t.path not in busy:
             for kind in layout_kinds(t):
@@ -142,9 +143,9 @@ def _draw_spec(draw: Callable, g: Grammar, max_tensors: int) -> dict:
 @checks_arguments
 @st.composite
 def specs(
-    draw: Callable, *, max_depth: int = 4, max_children: int = 3, max_leaves: int = 6, max_features: int = 8,
-    max_tensors: int = 3, kinds: Optional[tuple] = None, dtypes: Optional[tuple] = None,
-) -> dict:
+    draw: DrawFn, *, max_depth: int = 4, max_children: int = 3, max_leaves: int = 6, max_features: int = 8,
+    max_tensors: int = 3, kinds: Optional[tuple[str, ...]] = None, dtypes: Optional[tuple[str, ...]] = None,
+) -> dict[str, Any]:
     """Specs as plain JSON: a model from `models` plus extras drawn among its tensors.
 
     Every example validates (`Spec.from_dict`) and builds in every mode.

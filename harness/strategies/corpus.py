@@ -14,19 +14,20 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 from hypothesis.errors import InvalidArgument
+from hypothesis.strategies import SearchStrategy
 
 from harness.runtime.spec import Spec, walk_leaves
 from harness.strategies.compose import specs
 
 __all__ = ["generate_specs"]
 
-def _model_key(data: dict) -> str:
+def _model_key(data: dict[str, Any]) -> str:
     """Generated specs differ in their models: Hypothesis often mutates one
     example into the next, and a corpus of near-copies would test less."""
     return json.dumps(data["model"], sort_keys=True)
 
 
-def _trivial(data: dict) -> bool:
+def _trivial(data: dict[str, Any]) -> bool:
     """The bare single-layer spec Hypothesis starts from: the curated cases cover it."""
     extras = ("tensors", "ties", "plant", "layout", "parametrize", "train", "state_dict_prefix")
     return len(list(walk_leaves(data["model"]))) == 1 and not any(data.get(k) for k in extras)
@@ -59,18 +60,18 @@ def _no_local_constants() -> Iterator[None]:
         yield
         return
     empty = Constants()
-    providers._get_local_constants = lambda: empty  # type: ignore[attr-defined]
+    providers._get_local_constants = lambda: empty
     if cache is not None:
         cache.clear()  # it holds each choice type's local constants
     try:
         yield
     finally:
-        providers._get_local_constants = original  # type: ignore[attr-defined]
+        providers._get_local_constants = original
         if cache is not None:
             cache.clear()
 
 
-def _collect(strategy: Any, seed: int, budget: int, keep: Callable[[dict], bool]) -> None:
+def _collect(strategy: SearchStrategy[dict[str, Any]], seed: int, budget: int, keep: Callable[[dict[str, Any]], None]) -> None:
     from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis import seed as seed_decorator
 
@@ -83,14 +84,14 @@ def _collect(strategy: Any, seed: int, budget: int, keep: Callable[[dict], bool]
     )
     @seed_decorator(seed)
     @given(strategy)
-    def run(data: dict) -> None:
+    def run(data: dict[str, Any]) -> None:
         keep(data)
 
     with _no_local_constants():
         run()
 
 
-def generate_specs(n: int, seed: int, **options: Any) -> list:
+def generate_specs(n: int, seed: int, **options: Any) -> list[Spec]:
     """`n` distinct generated specs, the same for the same `n`, `seed` and Hypothesis version.
 
     Names are ``gen-<seed>-<index>``; `options` go to `specs`. Specs whose
@@ -104,10 +105,10 @@ def generate_specs(n: int, seed: int, **options: Any) -> list:
         msg = f"seed={seed!r} must be an integer"
         raise InvalidArgument(msg)
     strategy = specs(**options)
-    found: list = []
-    seen: set = set()
+    found: list[dict[str, Any]] = []
+    seen: set[str] = set()
 
-    def keep(data: dict) -> None:
+    def keep(data: dict[str, Any]) -> None:
         key = _model_key(data)
         if len(found) < n and key not in seen and not _trivial(data):
             seen.add(key)

@@ -11,12 +11,13 @@ order, so each later extra can keep off what an earlier one changed.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Optional
 
 from hypothesis import strategies as st
+from hypothesis.strategies import DrawFn
 
 from harness.runtime.dtypes import FLOAT_DTYPES, SPEC_DTYPES
-from harness.runtime.layers import KINDS
+from harness.runtime.layers import KINDS, Sig
 from harness.runtime.spec import chain_signature, walk_leaves
 from harness.strategies.grammar import chance
 from harness.strategies.tensors import ModelTensor, has_parameters, join_path
@@ -28,9 +29,9 @@ _SPARSE_DTYPES = ("float32", "float64", "int64")
 
 
 @st.composite
-def extra_tensors(draw: Callable, modules: list, max_features: int) -> dict:
+def extra_tensors(draw: DrawFn, modules: list[str], max_features: int) -> dict[str, Any]:
     """One extra tensor on one of the model's modules (named once all are drawn)."""
-    t: dict = {"at": draw(st.sampled_from(modules))}
+    t: dict[str, Any] = {"at": draw(st.sampled_from(modules))}
     if not t["at"]:
         del t["at"]
     dim = st.integers(0, min(max_features, 4))
@@ -55,7 +56,7 @@ def extra_tensors(draw: Callable, modules: list, max_features: int) -> dict:
     return t
 
 
-def extra_record(t: dict) -> ModelTensor:
+def extra_record(t: dict[str, Any]) -> ModelTensor:
     """The `ModelTensor` that a drawn (and named) extra tensor adds to the model."""
     role = t.get("kind", "buffer")
     if role == "buffer" and not t.get("persistent", True):
@@ -66,18 +67,18 @@ def extra_record(t: dict) -> ModelTensor:
     )
 
 
-def draw_ties(draw: Callable, tensors: list) -> list:
+def draw_ties(draw: DrawFn, tensors: list[ModelTensor]) -> list[dict[str, str]]:
     """Ties between parameters of one shape and dtype; each parameter in one tie group."""
-    groups: dict = {}
+    groups: dict[tuple[tuple[int, ...], str], list[str]] = {}
     for t in tensors:
         if t.tieable:
             groups.setdefault((t.shape, t.dtype), []).append(t.path)
     pairs = [(a, b) for paths in groups.values() for a in paths for b in paths if a != b]
     if not pairs:
         return []
-    ties: list = []
-    sources: set = set()
-    targets: set = set()
+    ties: list[dict[str, str]] = []
+    sources: set[str] = set()
+    targets: set[str] = set()
     for a, b in draw(st.lists(st.sampled_from(pairs), max_size=2, unique=True)):
         # One source, many targets: a target that is also a source (or tied
         # twice) would make the tie graph depend on application order.
@@ -89,7 +90,7 @@ def draw_ties(draw: Callable, tensors: list) -> list:
     return ties
 
 
-def layout_kinds(t: ModelTensor) -> list:
+def layout_kinds(t: ModelTensor) -> list[str]:
     """The layout changes `t` can take: transposed (matrices), channels_last (4-d, 5-d), offset."""
     kinds = ["transposed"] if len(t.shape) == 2 else []
     if len(t.shape) in (4, 5):
@@ -98,14 +99,14 @@ def layout_kinds(t: ModelTensor) -> list:
 
 
 @st.composite
-def relayouts(draw: Callable, relayable: dict) -> dict:
+def relayouts(draw: DrawFn, relayable: dict[str, list[str]]) -> dict[str, str]:
     """One layout change. The kind first, then the tensor: channels_last has
     few candidates (conv weights) and would drown among the "offset" ones."""
     kind = draw(st.sampled_from(sorted(relayable)))
     return {"at": draw(st.sampled_from(relayable[kind])), "kind": kind}
 
 
-def train_plan(draw: Callable, model: dict, tensors: list) -> Optional[dict]:
+def train_plan(draw: DrawFn, model: dict[str, Any], tensors: list[ModelTensor]) -> Optional[dict[str, Any]]:
     """A short training run, or None where training could not be bit-stable or would fail."""
     float_dtypes = {t.dtype for t in tensors if t.role == "parameter" and t.dtype in FLOAT_DTYPES}
     leaf_dtypes = {leaf.dtype for leaf in walk_leaves(model) if KINDS[leaf.kind].has_params}
@@ -114,7 +115,7 @@ def train_plan(draw: Callable, model: dict, tensors: list) -> Optional[dict]:
         return None
     if not draw(st.integers(0, 2)):  # two in three eligible models train; shrinks to none
         return None
-    train: dict = {
+    train: dict[str, Any] = {
         "optimizer": draw(st.sampled_from(("adam", "adamw", "sgd"))),
         "lr": draw(st.sampled_from((0.001, 0.01, 0.1))),
         "steps": draw(st.integers(1, 3)),
@@ -127,7 +128,7 @@ def train_plan(draw: Callable, model: dict, tensors: list) -> Optional[dict]:
     return train
 
 
-def _first_output(node: dict) -> tuple:
+def _first_output(node: dict[str, Any]) -> tuple[dict[str, Any], Sig]:
     """The node computing the model's first output (what cross_entropy reads), and its signature."""
     while node["kind"] in ("module_list", "module_dict"):
         node = node["children"][0]

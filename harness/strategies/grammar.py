@@ -12,14 +12,17 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar, cast
 
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
+from hypothesis.strategies import DrawFn
 
 from harness.runtime.layers import KINDS, Sig
 
 __all__ = ["INPUT_FIELD", "LAYER_DTYPES", "LEAF_KINDS", "Grammar", "chance", "checks_arguments"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Leaf kinds in shrink order: a failure shrinks towards the first that fits.
 LEAF_KINDS = tuple(KINDS)
@@ -43,14 +46,14 @@ INPUT_FIELD = {
 }
 
 
-def chance(draw: Callable, one_in: int) -> bool:
+def chance(draw: DrawFn, one_in: int) -> bool:
     """True about once in `one_in` draws; shrinks to False."""
     return draw(st.integers(0, one_in - 1)) == one_in - 1
 
 
 def _check_options(
     max_depth: int = 1, max_children: int = 1, max_leaves: int = 1, max_features: int = 1,
-    max_tensors: int = 0, kinds: Optional[tuple] = None, dtypes: Optional[tuple] = None,
+    max_tensors: int = 0, kinds: Optional[tuple[str, ...]] = None, dtypes: Optional[tuple[str, ...]] = None,
     accepting: Optional[Sig] = None,
 ) -> None:
     for name, value, low in (
@@ -81,7 +84,7 @@ def _check_options(
             raise InvalidArgument(msg)
 
 
-def checks_arguments(strategy_fn: Callable) -> Callable:
+def checks_arguments(strategy_fn: _F) -> _F:
     """Validate a strategy's arguments when it is called, not at the first draw.
 
     The composite keeps its own repr (``specs(max_depth=2)``), which is what
@@ -96,22 +99,22 @@ def checks_arguments(strategy_fn: Callable) -> Callable:
         _check_options(**bound.arguments)
         return strategy_fn(*args, **kwargs)
 
-    return checked
+    return cast(_F, checked)
 
 
 @dataclass
 class Grammar:
     """What one draw may use, and how many leaves it has used so far."""
 
-    kinds: tuple
-    dtypes: tuple
+    kinds: tuple[str, ...]
+    dtypes: tuple[str, ...]
     max_features: int
     max_depth: int = 1
     max_children: int = 1
     max_leaves: int = 1
     leaves: int = 0
 
-    def fitting(self, sig: Optional[Sig]) -> list:
+    def fitting(self, sig: Optional[Sig]) -> list[str]:
         """The allowed kinds that can take `sig` (any allowed kind starts a chain)."""
         return [k for k in self.kinds if self._fits(k, sig)]
 
@@ -131,5 +134,5 @@ class Grammar:
             return bool(self.layer_dtypes(kind))
         return not layer.has_params or sig[2] in layer.dtypes
 
-    def layer_dtypes(self, kind: str) -> list:
+    def layer_dtypes(self, kind: str) -> list[str]:
         return [d for d in self.dtypes if d in KINDS[kind].dtypes]

@@ -9,9 +9,10 @@ strategy around it.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Optional
 
 from hypothesis import strategies as st
+from hypothesis.strategies import DrawFn
 
 from harness.runtime.layers import ACTIVATIONS, KINDS, Sig
 from harness.strategies.grammar import (
@@ -33,12 +34,12 @@ _START_SPACE = {
 }
 
 
-def _divisors(n: int) -> list:
+def _divisors(n: int) -> list[int]:
     """The valid group and head counts for `n` channels (``[1]`` for zero)."""
     return [d for d in range(1, n + 1) if n % d == 0] if n > 0 else [1]
 
 
-def _leaf_fields(draw: Callable, g: Grammar, kind: str, sig: Optional[Sig]) -> dict:
+def _leaf_fields(draw: DrawFn, g: Grammar, kind: str, sig: Optional[Sig]) -> dict[str, Any]:
     """Every field of a `kind` leaf; the input field comes from `sig` when given."""
     small = st.integers(1, g.max_features)
     field = INPUT_FIELD.get(kind)
@@ -50,7 +51,7 @@ def _leaf_fields(draw: Callable, g: Grammar, kind: str, sig: Optional[Sig]) -> d
             return 0
         return draw(small)
 
-    f: dict = {}
+    f: dict[str, Any] = {}
     if kind == "linear":
         f["in_features"] = size_in if size_in is not None else size(zero_ok=True)
         f["out_features"] = size(zero_ok=True)
@@ -112,7 +113,7 @@ def _leaf_fields(draw: Callable, g: Grammar, kind: str, sig: Optional[Sig]) -> d
     return f
 
 
-def draw_leaf(draw: Callable, g: Grammar, sig: Optional[Sig]) -> dict:
+def draw_leaf(draw: DrawFn, g: Grammar, sig: Optional[Sig]) -> dict[str, Any]:
     """One leaf that accepts `sig` (or starts a chain when `sig` is None)."""
     fitting = g.fitting(sig)
     if sig is None:
@@ -124,7 +125,7 @@ def draw_leaf(draw: Callable, g: Grammar, sig: Optional[Sig]) -> dict:
         fitting = [k for k in fitting if _START_SPACE[k] == space]
     kind = draw(st.sampled_from(fitting))
     layer = KINDS[kind]
-    node: dict = {"kind": kind}
+    node: dict[str, Any] = {"kind": kind}
     defaults = {f.name: f.default for f in layer.fields}
     for name, value in _leaf_fields(draw, g, kind, sig).items():
         # Defaults are left out, so a falsifying spec reads like a hand-written one.
@@ -147,9 +148,9 @@ def draw_leaf(draw: Callable, g: Grammar, sig: Optional[Sig]) -> dict:
 @checks_arguments
 @st.composite
 def layers(
-    draw: Callable, *, accepting: Optional[Sig] = None, kinds: Optional[tuple] = None,
-    dtypes: Optional[tuple] = None, max_features: int = 8,
-) -> dict:
+    draw: DrawFn, *, accepting: Optional[Sig] = None, kinds: Optional[tuple[str, ...]] = None,
+    dtypes: Optional[tuple[str, ...]] = None, max_features: int = 8,
+) -> dict[str, Any]:
     """One leaf node; with `accepting`, one that takes that ``(space, features, dtype)``.
 
     Shrinks towards the first kind of `kinds` (``linear``) in float32 with

@@ -10,6 +10,7 @@ is drawn among.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from harness.runtime.spec import walk_leaves
 from harness.strategies.grammar import LEAF_KINDS
@@ -22,7 +23,7 @@ __all__ = ["ModelTensor", "has_parameters", "join_path", "layer_tensors", "model
 _TIEABLE = tuple(k for k in LEAF_KINDS if k.startswith(("linear", "conv", "batch_norm", "layer_norm", "group_norm", "embedding")))
 
 
-def layer_tensors(kind: str, fields: dict, dtype: str) -> list:
+def layer_tensors(kind: str, fields: dict[str, Any], dtype: str) -> list[tuple[str, list[int], str, str]]:
     """``(name, shape, dtype, role)`` of every tensor a `kind` leaf registers.
 
     Role is ``parameter`` or ``buffer`` (all persistent). Mirrors torch's
@@ -30,9 +31,9 @@ def layer_tensors(kind: str, fields: dict, dtype: str) -> list:
     real builds.
     """
     f = fields
-    out: list = []
+    out: list[tuple[str, list[int], str, str]] = []
 
-    def param(name: str, shape: list) -> None:
+    def param(name: str, shape: list[int]) -> None:
         out.append((name, shape, dtype, "parameter"))
 
     if kind == "linear":
@@ -90,7 +91,7 @@ def layer_tensors(kind: str, fields: dict, dtype: str) -> list:
     return out
 
 
-def _attention_tensors(e: int, bias: bool, bias_kv: bool, dtype: str, pre: str) -> list:
+def _attention_tensors(e: int, bias: bool, bias_kv: bool, dtype: str, pre: str) -> list[tuple[str, list[int], str, str]]:
     """The tensors of a MultiheadAttention with embedding size `e`, names prefixed by `pre`."""
     out = [(f"{pre}in_proj_weight", [3 * e, e], dtype, "parameter")]
     if bias:
@@ -108,7 +109,7 @@ class ModelTensor:
     """A tensor the drawn model will have, as the extras see it."""
 
     path: str
-    shape: tuple
+    shape: tuple[int, ...]
     dtype: str
     role: str  # parameter | buffer | buffer_np
     tieable: bool = False
@@ -129,7 +130,7 @@ def join_path(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def model_tensors(model: dict) -> list:
+def model_tensors(model: dict[str, Any]) -> list[ModelTensor]:
     """Every tensor the layers of `model` register, as `ModelTensor` records in forward order."""
     out = []
     for leaf in walk_leaves(model):
@@ -144,7 +145,7 @@ def model_tensors(model: dict) -> list:
     return out
 
 
-def has_parameters(node: dict) -> bool:
+def has_parameters(node: dict[str, Any]) -> bool:
     """Whether any layer under `node` registers a parameter."""
     return any(
         role == "parameter" for leaf in walk_leaves(node) for *_, role in layer_tensors(leaf.kind, leaf.fields, leaf.dtype)

@@ -11,9 +11,10 @@ public strategy; `draw_model` is what `specs` builds on.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Optional
 
 from hypothesis import strategies as st
+from hypothesis.strategies import DrawFn
 
 from harness.runtime.layers import Sig
 from harness.runtime.spec import CONTAINERS, chain_signature
@@ -45,7 +46,7 @@ def _name(kind: str, i: int) -> str:
 
 
 @st.composite
-def _chain_steps(draw: Callable, g: Grammar, depth: int, sig: Optional[Sig], first: bool) -> Optional[tuple]:
+def _chain_steps(draw: DrawFn, g: Grammar, depth: int, sig: Optional[Sig], first: bool) -> Optional[tuple[dict[str, Any], Optional[Sig]]]:
     """The next child of a chain fed by `sig`, as (node, output signature), or None to stop."""
     # Two in three chains go on: layers after the first are where the
     # signature logic is exercised. Shrinks to stopping.
@@ -58,10 +59,10 @@ def _chain_steps(draw: Callable, g: Grammar, depth: int, sig: Optional[Sig], fir
     return leaf, chain_signature(leaf, "model", sig)
 
 
-def _chain(draw: Callable, g: Grammar, depth: int, sig: Optional[Sig]) -> tuple:
+def _chain(draw: DrawFn, g: Grammar, depth: int, sig: Optional[Sig]) -> tuple[dict[str, Any], Optional[Sig]]:
     """A ``sequential`` at `depth` fed by `sig`: (node, output signature)."""
     named = draw(st.booleans())
-    children: list = []
+    children: list[dict[str, Any]] = []
     while len(children) < g.max_children:
         step = draw(_chain_steps(g, depth, sig, first=not children))
         if step is None:
@@ -72,7 +73,7 @@ def _chain(draw: Callable, g: Grammar, depth: int, sig: Optional[Sig]) -> tuple:
 
 
 @st.composite
-def _side_by_side_steps(draw: Callable, g: Grammar, depth: int, first: bool) -> Optional[dict]:
+def _side_by_side_steps(draw: DrawFn, g: Grammar, depth: int, first: bool) -> Optional[dict[str, Any]]:
     """The next child of a ``module_list`` / ``module_dict`` at `depth`, or None to stop."""
     more = first or draw(st.booleans())
     if not more or (not first and g.leaves >= g.max_leaves):
@@ -84,12 +85,12 @@ def _side_by_side_steps(draw: Callable, g: Grammar, depth: int, first: bool) -> 
     return _container(draw, g, what, depth + 1)
 
 
-def _container(draw: Callable, g: Grammar, kind: str, depth: int) -> dict:
+def _container(draw: DrawFn, g: Grammar, kind: str, depth: int) -> dict[str, Any]:
     """A container node of `kind` at `depth` (the root is depth 1)."""
     if kind == "sequential":
         return _chain(draw, g, depth, None)[0]
     named = kind == "module_dict" and draw(st.booleans())
-    children: list = []
+    children: list[dict[str, Any]] = []
     while len(children) < g.max_children:
         child = draw(_side_by_side_steps(g, depth, first=not children))
         if child is None:
@@ -98,7 +99,7 @@ def _container(draw: Callable, g: Grammar, kind: str, depth: int) -> dict:
     return {"kind": kind, "children": children}
 
 
-def draw_model(draw: Callable, g: Grammar) -> dict:
+def draw_model(draw: DrawFn, g: Grammar) -> dict[str, Any]:
     """A root container of any kind, filled as far as `g` allows."""
     return _container(draw, g, draw(st.sampled_from(CONTAINERS)), 1)
 
@@ -106,9 +107,9 @@ def draw_model(draw: Callable, g: Grammar) -> dict:
 @checks_arguments
 @st.composite
 def models(
-    draw: Callable, *, max_depth: int = 4, max_children: int = 3, max_leaves: int = 6,
-    max_features: int = 8, kinds: Optional[tuple] = None, dtypes: Optional[tuple] = None,
-) -> dict:
+    draw: DrawFn, *, max_depth: int = 4, max_children: int = 3, max_leaves: int = 6,
+    max_features: int = 8, kinds: Optional[tuple[str, ...]] = None, dtypes: Optional[tuple[str, ...]] = None,
+) -> dict[str, Any]:
     """A root container node: nested containers whose chains fit.
 
     `max_depth` counts containers (the root is 1); `max_leaves` bounds the

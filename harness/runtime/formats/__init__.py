@@ -19,7 +19,7 @@ from harness.runtime.formats.torchscript import TorchScript
 
 __all__ = ["FORMATS", "Format", "get", "parse_formats"]
 
-FORMATS: dict = {
+FORMATS: dict[str, Format] = {
     f.name: f
     for f in (StateDict(), StateDictLegacy(), FullModel(), TorchScript(), Exported(), Safetensors(), Checkpoint())
 }
@@ -34,7 +34,7 @@ def get(name: str) -> Format:
         raise InputError(msg) from None
 
 
-def parse_formats(text: str | None) -> list:
+def parse_formats(text: str | None) -> list[Format]:
     """``"state_dict,full_model"`` -> formats; None or "all" -> every format."""
     if not text or text == "all":
         return list(FORMATS.values())

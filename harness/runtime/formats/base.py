@@ -9,11 +9,18 @@ check when there is one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from harness.runtime.manifest import Snapshot, flatten, module_snapshot
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.runtime.builder import Built
+    from harness.runtime.load_options import LoadOptions
 
 __all__ = [
     "Format",
@@ -28,21 +35,21 @@ __all__ = [
 
 @dataclass
 class Saved:
-    files: list
-    views: dict  # name -> Snapshot
-    saved_with: dict = field(default_factory=dict)
+    files: list[str]
+    views: dict[str, Snapshot]  # name -> Snapshot
+    saved_with: dict[str, Any] = field(default_factory=dict)
     #: the program the file holds, when it is not the eager model (a trace,
     #: an exported graph): its own outputs are what a load must reproduce
-    forward_module: Any = None
+    forward_module: Optional[torch.nn.Module] = None
 
 
 @dataclass
 class Loaded:
     view: str
     snapshot: Snapshot
-    module: Any = None  # what to call for the forward check
+    module: Optional[torch.nn.Module] = None  # what to call for the forward check
     forward_skip: Optional[str] = None
-    ignore: tuple = ()  # names of the view the load does not restore, by design
+    ignore: Sequence[str] = ()  # names of the view the load does not restore, by design
 
 
 class LoadContext:
@@ -50,15 +57,15 @@ class LoadContext:
 
     device: str = "cpu"
 
-    def fresh(self) -> Any:  # pragma: no cover - interface
+    def fresh(self) -> torch.nn.Module:  # pragma: no cover - interface
         """A freshly built model (poisoned, so nothing passes unless loaded)."""
         raise NotImplementedError
 
-    def meta(self) -> Any:  # pragma: no cover - interface
+    def meta(self) -> torch.nn.Module:  # pragma: no cover - interface
         """The model built on the meta device, for assign=True."""
         raise NotImplementedError
 
-    def training(self, model: Any) -> tuple:  # pragma: no cover - interface
+    def training(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:  # pragma: no cover - interface
         """A fresh (optimizer, scheduler) pair for `model`."""
         raise NotImplementedError
 
@@ -75,20 +82,20 @@ class Format:
         """Why this env cannot use the format at all, or None."""
         return None
 
-    def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
+    def save(self, built: Built, directory: Path, prefix: Optional[str]) -> Saved:
         raise NotImplementedError
 
-    def variants(self, cuda: bool) -> list:
+    def variants(self, cuda: bool) -> list[LoadOptions]:
         raise NotImplementedError
 
-    def load(self, directory: Path, options: Any, ctx: LoadContext) -> Loaded:
+    def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<format {self.name}>"
 
 
-def prefixed_state_dict(model: Any, prefix: Optional[str]) -> Any:
+def prefixed_state_dict(model: torch.nn.Module, prefix: Optional[str]) -> dict[str, torch.Tensor]:
     """model.state_dict(), with every key prefixed as torch.compile or DataParallel would."""
     from collections import OrderedDict
 
@@ -102,7 +109,7 @@ def prefixed_state_dict(model: Any, prefix: Optional[str]) -> Any:
     return out
 
 
-def file_snapshot(obj: Any, model: Any, prefix: Optional[str] = None, under: str = "") -> Snapshot:
+def file_snapshot(obj: Any, model: torch.nn.Module, prefix: Optional[str] = None, under: str = "") -> Snapshot:
     """Snapshot of a saved dict, with parameter/buffer roles taken from `model`."""
     snap = flatten(obj)
     roles = {f"{under}{prefix or ''}{k}": role for k, (_, role) in module_snapshot(model).tensors.items()}
@@ -111,5 +118,5 @@ def file_snapshot(obj: Any, model: Any, prefix: Optional[str] = None, under: str
     return snap
 
 
-def meta_leftovers(snapshot: Snapshot) -> list:
+def meta_leftovers(snapshot: Snapshot) -> list[str]:
     return sorted(n for n, (t, _) in snapshot.tensors.items() if t.device.type == "meta")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from harness.runtime.errors import Unsupported
 from harness.runtime.formats.base import (
@@ -30,10 +30,15 @@ from harness.runtime.load_options import (
 )
 from harness.runtime.manifest import Snapshot, flatten, module_snapshot
 
+if TYPE_CHECKING:
+    import torch
+
+    from harness.runtime.builder import Built
+
 __all__ = ["Checkpoint"]
 
 
-def _rng_state() -> dict:
+def _rng_state() -> dict[str, Any]:
     import torch
 
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
@@ -42,7 +47,10 @@ def _rng_state() -> dict:
     return state
 
 
-def resume_snapshot(model: Any, optimizer: Any, scheduler: Any, rng: dict, step: int) -> Snapshot:
+def resume_snapshot(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rng: dict[str, Any], step: int,
+) -> Snapshot:
     snap = Snapshot()
     snap.merge(module_snapshot(model), "model.")
     flatten(optimizer.state_dict(), "optimizer.", snap)
@@ -57,7 +65,7 @@ class Checkpoint(Format):
     summary = "model + optimizer + LR scheduler + RNG states + step in one torch.save"
     filename = "checkpoint.pt"
 
-    def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
+    def save(self, built: Built, directory: Path, prefix: Optional[str]) -> Saved:
         import torch
 
         from harness.runtime.builder import torch_state
@@ -65,6 +73,7 @@ class Checkpoint(Format):
         if built.optimizer is None:
             msg = "the model has no parameter that requires grad, so there is no optimizer state to checkpoint"
             raise Unsupported(msg)
+        assert built.scheduler is not None  # make_training sets both
         with torch_state():
             # A fixed RNG state makes the artifact the same on every save.
             torch.manual_seed(built.spec.seed + 17)
@@ -86,7 +95,7 @@ class Checkpoint(Format):
             },
         )
 
-    def variants(self, cuda: bool) -> list:
+    def variants(self, cuda: bool) -> list[LoadOptions]:
         return torch_load_sweep(cuda) + apply_sweep(("resume",), cuda)
 
     def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:

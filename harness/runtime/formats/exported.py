@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from harness.runtime.errors import Unsupported
 from harness.runtime.formats.base import Format, LoadContext, Loaded, Saved
 from harness.runtime.load_options import LoadOptions
 from harness.runtime.manifest import Snapshot
 
+if TYPE_CHECKING:
+    import torch
+
+    from harness.runtime.builder import Built
+
 __all__ = ["Exported"]
 
 
-def program_snapshot(ep: Any) -> Snapshot:
+def program_snapshot(ep: torch.export.ExportedProgram) -> Snapshot:
     """Parameters and buffers of an ExportedProgram, plus its lifted constants."""
     import torch
 
@@ -39,7 +44,7 @@ class Exported(Format):
             return "torch.export.save does not exist in this torch (it appeared in torch 2.1)"
         return None
 
-    def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
+    def save(self, built: Built, directory: Path, prefix: Optional[str]) -> Saved:
         import torch
 
         if built.inputs is None:
@@ -48,7 +53,7 @@ class Exported(Format):
         torch.export.save(ep, str(directory / self.filename))
         return Saved(files=[self.filename], views={"program": program_snapshot(ep)}, forward_module=ep.module())
 
-    def variants(self, cuda: bool) -> list:
+    def variants(self, cuda: bool) -> list[LoadOptions]:
         return [LoadOptions()]  # torch.export.load takes no map_location
 
     def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:

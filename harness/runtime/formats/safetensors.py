@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Optional
+from types import ModuleType
+from typing import TYPE_CHECKING, Optional
 
 from harness.runtime.formats.base import Format, LoadContext, Loaded, Saved
 from harness.runtime.load_options import LoadOptions
 from harness.runtime.manifest import module_snapshot
 
+if TYPE_CHECKING:
+    from harness.runtime.builder import Built
+
 __all__ = ["Safetensors"]
 
 
-def _st() -> Any:
+def _st() -> ModuleType:
     import safetensors.torch
 
     return safetensors.torch
@@ -36,7 +40,7 @@ class Safetensors(Format):
             return f"safetensors is not installed in this env ({e})"
         return None
 
-    def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
+    def save(self, built: Built, directory: Path, prefix: Optional[str]) -> Saved:
         st = _st()
         kw = {}
         if "force_contiguous" in inspect.signature(st.save_model).parameters:
@@ -44,7 +48,7 @@ class Safetensors(Format):
         st.save_model(built.model, str(directory / self.filename), **kw)
         return Saved(files=[self.filename], views={"module": module_snapshot(built.model)})
 
-    def variants(self, cuda: bool) -> list:
+    def variants(self, cuda: bool) -> list[LoadOptions]:
         return [LoadOptions(apply="model", device=d) for d in ["cpu"] + (["cuda"] if cuda else [])]
 
     def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from harness.runtime.formats.base import (
     Format,
@@ -23,6 +24,9 @@ from harness.runtime.load_options import (
 )
 from harness.runtime.manifest import flatten, module_snapshot
 
+if TYPE_CHECKING:
+    from harness.runtime.builder import Built
+
 __all__ = ["StateDict"]
 
 
@@ -32,7 +36,7 @@ class StateDict(Format):
     filename = "model.pt"
     zip_serialization = True
 
-    def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
+    def save(self, built: Built, directory: Path, prefix: Optional[str]) -> Saved:
         import torch
 
         state = prefixed_state_dict(built.model, prefix)
@@ -44,7 +48,7 @@ class StateDict(Format):
             views={"file": file_snapshot(state, built.model, prefix), "module": module_snapshot(built.model)},
         )
 
-    def variants(self, cuda: bool) -> list:
+    def variants(self, cuda: bool) -> list[LoadOptions]:
         return torch_load_sweep(cuda) + apply_sweep(("strict", "assign"), cuda)
 
     def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:
@@ -60,11 +64,10 @@ class StateDict(Format):
             model = ctx.meta()
             model.load_state_dict(state, strict=True, assign=True)
             snap = module_snapshot(model)
-            left = meta_leftovers(snap)
             # Non-persistent buffers are not in a state dict, so assign=True
             # leaves them on the meta device: not a loading defect, but the
             # user must re-create them. Compare what the file carries.
-            left = tuple(n for n in meta_leftovers(snap) if snap.tensors[n][1] == "buffer_np")
+            left: Sequence[str] = tuple(n for n in meta_leftovers(snap) if snap.tensors[n][1] == "buffer_np")
             if left:
                 skip = (
                     f"{', '.join(left)} stay on the meta device after load_state_dict(assign=True): "

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from harness.runtime.errors import Unsupported
 from harness.runtime.formats.base import Format, LoadContext, Loaded, Saved
 from harness.runtime.load_options import LoadOptions, map_location_value
 from harness.runtime.manifest import module_snapshot
+
+if TYPE_CHECKING:
+    from harness.runtime.builder import Built
 
 __all__ = ["TorchScript"]
 
@@ -28,10 +31,10 @@ class TorchScript(Format):
             return "torch.jit is not available in this torch"
         return None
 
-    def save(self, built: Any, directory: Path, prefix: Optional[str]) -> Saved:
+    def save(self, built: Built, directory: Path, prefix: Optional[str]) -> Saved:
         import torch
 
-        saved_with: dict = {}
+        saved_with: dict[str, str] = {}
         try:
             scripted = torch.jit.script(built.model)
             saved_with["method"] = "script"
@@ -45,7 +48,7 @@ class TorchScript(Format):
         torch.jit.save(scripted, str(directory / self.filename))
         return Saved(files=[self.filename], views={"module": module_snapshot(scripted)}, saved_with=saved_with, forward_module=scripted)
 
-    def variants(self, cuda: bool) -> list:
+    def variants(self, cuda: bool) -> list[LoadOptions]:
         # torch.jit.load takes a device or a string, never a dict or a callable.
         maps = ["none", "cpu", "device:cpu"] + (["cuda"] if cuda else [])
         return [LoadOptions(map_location=m) for m in maps]

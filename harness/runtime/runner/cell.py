@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from harness.runtime.compare import compare
+from harness.runtime.compare import Difference, compare
 from harness.runtime.diagnose import diagnose
 from harness.runtime.errors import Unsupported
-from harness.runtime.formats.base import LoadContext
+from harness.runtime.formats.base import Format, LoadContext
 from harness.runtime.load_options import LoadOptions
 from harness.runtime.manifest import Manifest
 from harness.runtime.messages import Captured, captured, clean
 from harness.runtime.results import CellResult, Outcome
 from harness.runtime.spec import Spec
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["CaseContext", "run_cell", "skip_result"]
 
@@ -34,13 +37,13 @@ class CaseContext(LoadContext):
     cost, which matters at thousands of cells per second.
     """
 
-    def __init__(self, spec_data: dict, device: str) -> None:
+    def __init__(self, spec_data: dict[str, Any], device: str) -> None:
         self.spec_data = spec_data
         self.device = device
         self._spec: Optional[Spec] = None
-        self._template: Any = None
+        self._template: Optional[torch.nn.Module] = None
         self._problem: Optional[str] = None
-        self._forward: dict = {}
+        self._forward: dict[tuple[str, ...], tuple[dict[str, Any], Optional[Difference]]] = {}
 
     @property
     def spec(self) -> Spec:
@@ -48,7 +51,7 @@ class CaseContext(LoadContext):
             self._spec = Spec.from_dict(self.spec_data)
         return self._spec
 
-    def fresh(self) -> Any:
+    def fresh(self) -> torch.nn.Module:
         from harness.runtime.builder import build, poison
 
         if self._problem:
@@ -63,7 +66,7 @@ class CaseContext(LoadContext):
         poison(self._template)
         return self._template
 
-    def meta(self) -> Any:
+    def meta(self) -> torch.nn.Module:
         from harness.runtime.builder import build
 
         try:
@@ -71,12 +74,15 @@ class CaseContext(LoadContext):
         except Unsupported as e:
             raise Unsupported(f"this env cannot build the case on the meta device: {e}") from None
 
-    def training(self, model: Any) -> tuple:
+    def training(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         from harness.runtime.builder import make_training
 
         return make_training(model, self.spec)
 
-    def forward(self, key: tuple, module: Any, exact: bool, run: Any) -> tuple:
+    def forward(
+        self, key: tuple[str, ...], module: torch.nn.Module, exact: bool,
+        run: Callable[[], tuple[dict[str, Any], Optional[Difference]]],
+    ) -> tuple[dict[str, Any], Optional[Difference]]:
         """The forward check of a loaded module, run once per artifact, view, class and device.
 
         A module whose every tensor matched the manifest bit for bit is in the
@@ -102,7 +108,7 @@ def skip_result(base: CellResult, reason: str) -> CellResult:
 def run_cell(
     base: CellResult,
     manifest: Manifest,
-    fmt: Any,
+    fmt: Format,
     options: LoadOptions,
     directory: Path,
     reference: Path,
@@ -125,6 +131,8 @@ def run_cell(
                 msg = f"the manifest has no {loaded.view!r} view (saved by another harness version?)"
                 raise LookupError(msg)
             comparison = compare(view, loaded.snapshot, reference, loaded.ignore)
+            forward: Optional[dict[str, Any]]
+            forward_diff: Optional[Difference]
             forward, forward_diff = None, None
             if loaded.module is not None:
                 forward, forward_diff = ctx.forward(

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from harness import build_id
 from harness.runtime.env import fingerprint
 from harness.runtime.expect import Expectations
-from harness.runtime.formats import FORMATS
+from harness.runtime.formats import FORMATS, Format
 from harness.runtime.load_options import LoadOptions
 from harness.runtime.manifest import Manifest
 from harness.runtime.results import CellResult, Outcome
@@ -26,13 +26,13 @@ __all__ = ["roundtrip"]
 
 def roundtrip(
     spec: Spec,
-    formats: Optional[list] = None,
+    formats: Optional[list[Format]] = None,
     *,
     workdir: Optional[Path] = None,
-    options: Optional[callable] = None,  # type: ignore[valid-type]
+    options: Optional[Callable[[str, LoadOptions], bool]] = None,
     expectations: Optional[Expectations] = None,
     device: str = "cpu",
-) -> list:
+) -> list[CellResult]:
     """Save `spec` in each format and load every variant back; the results.
 
     `options(fmt_name, LoadOptions) -> bool` selects variants (default: all).
@@ -42,7 +42,7 @@ def roundtrip(
     target = fingerprint("cpu" if device != "cuda" else "cuda")
     own_dir = workdir is None
     tmp = tempfile.TemporaryDirectory(prefix="roundtrip-") if own_dir else None
-    root = Path(tmp.name) if tmp else Path(workdir)  # type: ignore[arg-type]
+    root = Path(tmp.name) if tmp else Path(workdir)  # type: ignore[arg-type]  # workdir is set whenever tmp is None
     try:
         case_dir = root / fp.label / spec.name
         manifests = save_case(spec, case_dir, fp, formats, device)

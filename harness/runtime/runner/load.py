@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from harness import build_id
 from harness.runtime.defaults import DEFAULT_TIMEOUT
@@ -30,7 +30,7 @@ from harness.runtime.load_options import LoadOptions
 from harness.runtime.progress import Progress
 from harness.runtime.results import CellResult, EnvSidecar, Outcome, line_key
 from harness.runtime.runner.isolation import Worker, WorkerDied, WorkerTimeout
-from harness.runtime.store import ResultsWriter, discover_artifacts, read_results
+from harness.runtime.store import ArtifactRef, ResultsWriter, discover_artifacts, read_results
 
 __all__ = ["Filters", "LoadSummary", "load_phase"]
 
@@ -58,9 +58,9 @@ class Filters:
 @dataclass
 class LoadSummary:
     target: str
-    counts: Counter = field(default_factory=Counter)
-    regressions: list = field(default_factory=list)
-    mismatches: list = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    regressions: list[CellResult] = field(default_factory=list)
+    mismatches: list[CellResult] = field(default_factory=list)
     expected: int = 0
     reused: int = 0
     total: int = 0
@@ -72,7 +72,7 @@ class LoadSummary:
     def exit_status(self) -> int:
         return 1 if self.regressions or self.mismatches else 0
 
-    def lines(self) -> list:
+    def lines(self) -> list[str]:
         counts = ", ".join(f"{self.counts[o.value]} {o.value}" for o in Outcome if self.counts[o.value])
         out = [f"load {self.target}: {self.total} cells ({counts or 'none'}); {self.expected} expected failures; {self.reused} already recorded"]
         shown = (self.mismatches + [r for r in self.regressions if r.outcome != Outcome.MISMATCH])[:15]
@@ -86,14 +86,14 @@ class LoadSummary:
 
 @dataclass
 class _Artifact:
-    ref: Any
-    manifest: dict
+    ref: ArtifactRef
+    manifest: dict[str, Any]
     id: str
-    cells: list
+    cells: list[CellResult]
     planned_skip: bool = False  # not saved in the source env: no worker needed
 
 
-def _plan(root: Path, target: str, cuda: bool, filters: Filters) -> list:
+def _plan(root: Path, target: str, cuda: bool, filters: Filters) -> list[_Artifact]:
     planned = []
     for ref in discover_artifacts(root):
         raw = ref.manifest_path.read_bytes()
@@ -116,6 +116,7 @@ def _plan(root: Path, target: str, cuda: bool, filters: Filters) -> list:
             reason = manifest.get("reason") or f"unknown format {base.format!r}"
             cells = [base.with_(detail=f"not saved in {source}: {reason}")]
         else:
+            assert fmt is not None  # planned_skip otherwise
             cells = [base.with_(load=o.to_dict()) for o in fmt.variants(cuda)]
         cells = [c for c in cells if filters.keep(c)]
         if cells:
@@ -123,7 +124,7 @@ def _plan(root: Path, target: str, cuda: bool, filters: Filters) -> list:
     return planned
 
 
-def _sources(root: Path) -> dict:
+def _sources(root: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for path in sorted(Path(root).glob("*/env.json")):
         try:
@@ -149,7 +150,7 @@ def _compact(path: Path) -> None:
     write_text(path, "".join(json.dumps(d, sort_keys=True) + "\n" for d in lines.values()))
 
 
-def _predicted_target(device: str) -> tuple:
+def _predicted_target(device: str) -> tuple[str, str, bool]:
     """This env's label and whether CUDA could be here, without importing torch.
 
     Importing torch takes seconds; a re-run whose cells are all recorded
@@ -177,7 +178,7 @@ def load_phase(
     filters: Optional[Filters] = None,
     expect_torch: Optional[str] = None,
     progress: bool = True,
-    worker_env: Optional[dict] = None,
+    worker_env: Optional[dict[str, str]] = None,
 ) -> LoadSummary:
     """Load every planned cell in this env and append the results."""
     check_device(device, for_load=True)
@@ -190,9 +191,9 @@ def load_phase(
     require_torch(torch_version, expect_torch)
     worker = Worker(device, env=worker_env)
     summary = LoadSummary(target)
-    hello: dict = {}
+    hello: dict[str, Any] = {}
 
-    def ensure_worker() -> dict:
+    def ensure_worker() -> dict[str, Any]:
         if not hello:
             started = time.perf_counter()
             hello.update(worker.start())
@@ -249,7 +250,10 @@ def load_phase(
         worker.stop()
 
 
-def _write_sidecar(results: Path, target: str, fp: Optional[dict], artifacts: Path, plan: list, fingerprint: Any) -> None:
+def _write_sidecar(
+    results: Path, target: str, fp: Optional[dict[str, Any]], artifacts: Path, plan: list[_Artifact],
+    fingerprint: Callable[[], dict[str, Any]],
+) -> None:
     """RESULTS/<target>.env.json: the fingerprints of the envs and the specs of the cases."""
     path = results / f"{target}.env.json"
     old: Optional[EnvSidecar] = None
@@ -265,8 +269,9 @@ def _write_sidecar(results: Path, target: str, fp: Optional[dict], artifacts: Pa
     write_json(path, EnvSidecar(fp, _sources(artifacts), cases).to_dict())
 
 
-def _run_artifact(worker: Worker, art: _Artifact, cells: list, record: Any, timeout: float) -> None:
+def _run_artifact(worker: Worker, art: _Artifact, cells: list[CellResult], record: Callable[[CellResult], None], timeout: float) -> None:
     """Run `cells` of one artifact; crash or timeout costs one cell and a new worker."""
+    cell: Optional[CellResult]
     if art.planned_skip:
         for cell in cells:
             record(cell)

@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from harness import build_id
 from harness.runtime.env import Fingerprint, check_device, fingerprint
@@ -25,6 +25,10 @@ from harness.runtime.manifest import Manifest, Reference, record_view
 from harness.runtime.progress import Progress
 from harness.runtime.spec import Spec
 
+if TYPE_CHECKING:
+    from harness.runtime.builder import Built
+    from harness.runtime.formats import Format
+
 __all__ = ["SaveSummary", "save_case", "save_phase"]
 
 
@@ -33,11 +37,11 @@ class SaveSummary:
     label: str
     saved: int = 0
     reused: int = 0
-    unsupported: list = field(default_factory=list)  # (case, format, reason)
-    failed: list = field(default_factory=list)
+    unsupported: list[tuple[str, str, Optional[str]]] = field(default_factory=list)  # (case, format, reason)
+    failed: list[tuple[str, str, Optional[str]]] = field(default_factory=list)
 
 
-def _current(case_dir: Path, spec: Spec, formats: list, label: str) -> bool:
+def _current(case_dir: Path, spec: Spec, formats: list[Format], label: str) -> bool:
     if not (case_dir / "reference.bin").exists():
         return False
     for fmt in formats:
@@ -58,7 +62,7 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:500]
 
 
-def _save_format(fmt: Any, built: Any, tmp: Path, manifest: Manifest, reference: Reference, device: str, compute_key: str) -> None:
+def _save_format(fmt: Format, built: Built, tmp: Path, manifest: Manifest, reference: Reference, device: str, compute_key: str) -> None:
     from harness.runtime.builder import torch_state
     from harness.runtime.emulation import emulate_cuda, file_has_tag
 
@@ -98,7 +102,7 @@ def _save_format(fmt: Any, built: Any, tmp: Path, manifest: Manifest, reference:
     manifest.status = "saved"
 
 
-def save_case(spec: Spec, case_dir: Path, fp: Fingerprint, formats: list, device: str) -> list:
+def save_case(spec: Spec, case_dir: Path, fp: Fingerprint, formats: list[Format], device: str) -> list[Manifest]:
     """Save one case in every format; returns its manifests."""
     from harness.runtime.builder import build
     from harness.runtime.forward import record_forward
@@ -108,7 +112,7 @@ def save_case(spec: Spec, case_dir: Path, fp: Fingerprint, formats: list, device
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     reference = Reference(work / "reference.bin")
-    built: Optional[Any] = None
+    built: Optional[Built] = None
     problem: Optional[str] = None
     try:
         built = build(spec, "init", "cuda" if device == "cuda" else "cpu")
@@ -137,7 +141,7 @@ def save_case(spec: Spec, case_dir: Path, fp: Fingerprint, formats: list, device
     return manifests
 
 
-def save_phase(out: Path, specs: list, device: str, formats: list, *, progress: bool = True) -> SaveSummary:
+def save_phase(out: Path, specs: list[Spec], device: str, formats: list[Format], *, progress: bool = True) -> SaveSummary:
     """Save every case x format of `specs` under ``out/<label>/``."""
     check_device(device)
     if not specs:

@@ -23,13 +23,20 @@ import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from harness.runtime.child import protocol_stream, send
+from harness.runtime.child import forbid_core_files, protocol_stream, send
+
+if TYPE_CHECKING:
+    from harness.runtime.manifest import Manifest
+    from harness.runtime.runner.cell import CaseContext
 
 __all__ = ["main"]
 
 FAULT_ENV = "TORCH_ROUNDTRIP_FAULT"
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 def _inject_fault(case: str, fmt: str, options_id: str) -> None:
@@ -59,10 +66,10 @@ class _Cache:
     def __init__(self, device: str, size: int = 16) -> None:
         self.device = device
         self.size = size
-        self.manifests: OrderedDict = OrderedDict()
-        self.contexts: OrderedDict = OrderedDict()
+        self.manifests: OrderedDict[str, Manifest] = OrderedDict()
+        self.contexts: OrderedDict[tuple[str, str], CaseContext] = OrderedDict()
 
-    def _lru(self, table: OrderedDict, key: Any, make: Any) -> Any:
+    def _lru(self, table: OrderedDict[_K, _V], key: _K, make: Callable[[], _V]) -> _V:
         if key in table:
             table.move_to_end(key)
             return table[key]
@@ -71,13 +78,13 @@ class _Cache:
             table.popitem(last=False)
         return value
 
-    def manifest(self, path: Path) -> Any:
+    def manifest(self, path: Path) -> Manifest:
         from harness.runtime.fileio import read_json
         from harness.runtime.manifest import Manifest
 
         return self._lru(self.manifests, str(path), lambda: Manifest.from_dict(read_json(path)))
 
-    def context(self, source: str, case: str, spec: dict) -> Any:
+    def context(self, source: str, case: str, spec: dict[str, Any]) -> CaseContext:
         from harness.runtime.runner.cell import CaseContext
 
         return self._lru(self.contexts, (source, case), lambda: CaseContext(spec, self.device))
@@ -102,6 +109,7 @@ def _warm_up() -> None:
 
 def serve(device: str) -> int:
     proto = protocol_stream()
+    forbid_core_files()
     _warm_up()
 
     from harness.runtime.env import fingerprint
