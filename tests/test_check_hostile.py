@@ -74,7 +74,11 @@ def test_payload_is_named(corpus, name):
 
     report = check_file(corpus[name].path, cuda=False)
     assert "posix.system" in report.code_globals or "nt.system" in report.code_globals
-    assert report.summary.startswith("its pickle runs code when fully unpickled") or "pickle_runs_code" in report.summary
+    assert report.summary.startswith("do not load this file unless you trust it: "), report.summary
+    (entry,) = report.code
+    assert entry["kind"] == "known gadget" and entry["offset"] > 0
+    assert entry["call"].startswith(entry["global"] + "('echo $PPID > "), entry["call"]
+    assert report.findings and report.runs_code
 
 
 def test_inconsistent_files_never_reach_torch_here(corpus):

@@ -43,6 +43,7 @@ from harness.check.findings import (
     render_json,
     render_text,
 )
+from harness.check.global_kinds import CODE, classify
 from harness.check.loads import (
     default_weights_only,
     one_line,
@@ -51,13 +52,12 @@ from harness.check.loads import (
     weights_only_allowlist,
 )
 from harness.check.pickle_scan import MODEL_KEYS
-from harness.check.sniff import FILE_FORMATS, Sniffed, sniff
+from harness.check.sniff import FILE_FORMATS, FoundGlobal, Sniffed, sniff
 from harness.runtime.defaults import DEFAULT_TIMEOUT
 from harness.runtime.diagnose import diagnose
 from harness.runtime.errors import InputError
 from harness.runtime.formats.torchscript import TorchScript
 from harness.runtime.load_options import LoadOptions, torch_load_sweep
-from harness.runtime.unsafe_globals import runs_code
 
 __all__ = [
     "CHECK_SCHEMA",
@@ -93,6 +93,7 @@ _NEEDS_TRUST = {
     "default": "needs --trust: torch.load's default in this torch is weights_only=False, a full unpickle",
     "torchscript": "needs --trust: torch.jit.load compiles the archive's TorchScript code and runs its __setstate__ methods",
     "exported": "needs --trust: torch.export.load can unpickle parts of the archive with weights_only=False",
+    "torch_tar": "needs --trust: torch.load extracts a tar checkpoint's members to disk and reads it only with weights_only=False",
 }
 
 
@@ -148,6 +149,8 @@ def _plan(sniffed: Sniffed, trust: bool, cuda: bool) -> list[_Plan]:
         plans = [_Plan("torch.jit.load", opt, child, _NEEDS_TRUST["torchscript"]) for opt in TorchScript().variants(cuda)]
     elif sniffed.format == "exported":
         plans = [_Plan("torch.export.load", LoadOptions(), child, _NEEDS_TRUST["exported"])]
+    elif sniffed.format == "torch_tar":
+        plans = [_Plan("torch.load", LoadOptions(weights_only="false"), child, _NEEDS_TRUST["torch_tar"])]
     elif sniffed.format == "safetensors":
         # safetensors validates the header against the file before it
         # allocates: its loader is the validator, so it runs here even when
@@ -257,16 +260,59 @@ def check_file(path: Path, *, trust: bool = False, timeout: float = DEFAULT_TIME
     if sniffed.truncated:
         notes.append("the tensor listing was cut short: the pickle describes more than check walks")
     verdict, summary = _verdict(sniffed, attempts)
-    code = [g for g in sniffed.globals if runs_code(g)]
-    if code and "pickle_runs_code" not in summary:
-        summary = f"its pickle runs code when fully unpickled ({', '.join(code[:3])}); {summary}"
+    kinds = {f.full: classify(f.module, f.name) for f in sniffed.found}
+    code = [f for f in sniffed.found if kinds[f.full].kind == CODE and not _script_class(sniffed, f)]
+    warning = _runs_code(code, sniffed)
+    if warning:
+        summary = f"{warning}; {summary}"
     return FileReport(
         path=sniffed.path, size=sniffed.size, format=sniffed.format, why=sniffed.why, content=sniffed.content,
         harness_format=sniffed.harness_format, tensors=[t.to_dict() for t in sniffed.tensors], listing=sniffed.listing,
         device_tags=dict(sniffed.device_tags), prefixes=_prefixes(sniffed), globals=list(sniffed.globals),
-        unsafe_globals=unsafe, code_globals=code, globals_source=source,
+        unsafe_globals=unsafe, code_globals=[f.full for f in code], globals_source=source,
         problems=list(sniffed.problems), notes=notes, attempts=attempts, verdict=verdict, summary=summary,
+        code=[_code_entry(f, kinds[f.full].known_gadget) for f in code],
+        script_escapes=[e.to_dict() for e in sniffed.escapes],
+        global_kinds={name: kind.kind for name, kind in kinds.items()},
     )
+
+
+# -- code the file can run -----------------------------------------------------
+
+#: The verdict on any file that can run code, before what loads showed.
+UNTRUSTED = "do not load this file unless you trust it"
+
+
+def _script_class(sniffed: Sniffed, found: FoundGlobal) -> bool:
+    # TorchScript archives name their own classes as __torch__.*: torch.jit.load
+    # resolves them in the archive's code (examined apart), never by import.
+    return sniffed.format == "torchscript" and found.module.split(".")[0] == "__torch__"
+
+
+def _code_entry(found: FoundGlobal, known: bool) -> dict[str, Any]:
+    return {
+        "global": found.full, "where": found.where, "offset": found.offset, "call": found.call,
+        "kind": "known gadget" if known else "unknown code",
+    }
+
+
+def _runs_code(code: list[FoundGlobal], sniffed: Sniffed) -> str:
+    """The "do not load" clause for a file whose pickles name code globals or whose TorchScript escapes; "" if none."""
+    if not code and not sniffed.escapes:
+        return ""
+    if code:
+        first = code[0]
+        call = f", calling {first.call}" if first.call else ""
+        what = f"{first.where} imports {first.full} at byte {first.offset}{call}"
+        more = len(code) - 1
+        if more:
+            what += f" (and {more} more code global{'s' if more != 1 else ''}: {', '.join(f.full for f in code[1:4])}{', ...' if more > 3 else ''})"
+    else:
+        escape = sniffed.escapes[0]
+        what = f"its TorchScript code calls {escape.call} ({escape.where}): {escape.why}"
+        if len(sniffed.escapes) > 1:
+            what += f" (and {len(sniffed.escapes) - 1} more such calls)"
+    return f"{UNTRUSTED}: {printable(what)}"
 
 
 def check_paths(paths: Sequence[Union[str, Path]]) -> list[Path]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Union
 
 from harness.check.loads import default_weights_only
@@ -31,6 +31,8 @@ __all__ = [
 CHECK_SCHEMA = 1
 #: Tensors listed in the text output (--json lists all).
 TEXT_TENSORS = 40
+#: Code globals and TorchScript escapes listed in the text output.
+TEXT_CODE = 10
 #: The order load options are named in, in labels and in the text output.
 _OPTION_ORDER = ("map_location", "weights_only", "mmap", "device")
 
@@ -98,10 +100,20 @@ class FileReport:
     attempts: list[Attempt]
     verdict: str  # loads | loads_some_ways | does_not_load | not_checked
     summary: str
+    # Each code global where it is first named: global, where, offset, call, kind (known gadget | unknown code).
+    code: list[dict[str, Any]] = field(default_factory=list)
+    # TorchScript calls that leave the sandbox: where (record:line), call, why.
+    script_escapes: list[dict[str, str]] = field(default_factory=list)
+    global_kinds: dict[str, str] = field(default_factory=dict)  # global -> safe | data | code
+
+    @property
+    def runs_code(self) -> bool:
+        """Whether loading the file can run code from it (a code global, or TorchScript that escapes)."""
+        return bool(self.code_globals or self.script_escapes)
 
     @property
     def findings(self) -> bool:
-        return self.verdict != "loads" or bool(self.problems)
+        return self.verdict != "loads" or bool(self.problems) or self.runs_code
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -235,8 +247,14 @@ def _render_file(r: FileReport) -> list[str]:
             out.append(f"  refused by weights_only (importing them can run code): {', '.join(printable(g) for g in r.unsafe_globals)}")
         else:
             out.append("  all allowed by weights_only" + (" (apart from the TorchScript classes)" if r.format == "torchscript" else ""))
-        if r.code_globals:
-            out.append(f"  RUN CODE OR COMMANDS when unpickled: {', '.join(printable(g) for g in r.code_globals)}")
+        for c in r.code[:TEXT_CODE]:
+            call = f", calls {c['call']}" if c.get("call") else ""
+            out.append(printable(f"  RUNS CODE ({c['kind']}): {c['global']} in {c['where']} at byte {c['offset']}{call}"))
+    for e in r.script_escapes[:TEXT_CODE]:
+        out.append(printable(f"  RUNS CODE (TorchScript): {e['call']} at {e['where']}: {e['why']}"))
+    hidden = max(0, len(r.code) - TEXT_CODE) + max(0, len(r.script_escapes) - TEXT_CODE)
+    if hidden:
+        out.append(f"  ... and {hidden} more (--json lists all)")
         out.append(f"  (from {r.globals_source})")
     for p in r.problems:
         out.append(f"problem: {printable(p)}")

@@ -24,7 +24,9 @@ from typing import IO, Any, Optional, Union
 __all__ = [
     "MODEL_KEYS",
     "STORAGE_DTYPES",
+    "Call",
     "Global",
+    "GlobalUse",
     "Obj",
     "PickleFacts",
     "PickleScanError",
@@ -32,6 +34,7 @@ __all__ = [
     "TensorRef",
     "describe",
     "scan",
+    "scan_all",
 ]
 
 #: What ``torch.save`` names a storage's type in a persistent ID, and the
@@ -57,7 +60,16 @@ MAX_NAME = 2000
 
 
 class PickleScanError(ValueError):
-    """The bytes are not a well-formed pickle; the message says where."""
+    """The bytes are not a well-formed pickle; the message says where.
+
+    `facts` holds what the scan had read before the error: an unpickler
+    imports and calls as it goes, so a payload before a broken opcode runs
+    all the same, and its globals must still be reported.
+    """
+
+    def __init__(self, message: str, facts: Optional[PickleFacts] = None) -> None:
+        super().__init__(message)
+        self.facts = facts
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,33 @@ class Global:
     @property
     def full(self) -> str:
         return f"{self.module}.{self.name}"
+
+
+@dataclass(frozen=True)
+class GlobalUse:
+    """Where a pickle first names a global: its module and attribute path kept apart.
+
+    The attribute path can hold dots (``STACK_GLOBAL`` resolves
+    ``eval.__call__`` in ``builtins`` attribute by attribute), which the
+    joined name cannot tell from a deeper module.
+    """
+
+    module: str
+    name: str
+    offset: int  # byte offset of the opcode that names it
+
+    @property
+    def full(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call the pickle would make on load (``REDUCE``, ``NEWOBJ``, ``INST``, ``OBJ``), as text."""
+
+    root: str  # the global at the root of what is called ("builtins.getattr" for getattr(...)(...))
+    offset: int
+    text: str  # e.g. "posix.system('touch /tmp/marker')"
 
 
 @dataclass(eq=False)
@@ -146,6 +185,8 @@ class PickleFacts:
     """What one pickle would import and build."""
 
     globals: list[str] = field(default_factory=list)  # "module.name", in order of first use
+    uses: list[GlobalUse] = field(default_factory=list)  # the same globals, with module and offset
+    calls: list[Call] = field(default_factory=list)  # the first MAX_CALLS calls, in pickle order
     computed_globals: int = 0  # STACK_GLOBALs whose names are not constants
     extension_codes: list[int] = field(default_factory=list)  # EXT1/2/4: resolved via copyreg at load time
     storages: dict[str, StorageRef] = field(default_factory=dict)  # key -> StorageRef
@@ -154,7 +195,8 @@ class PickleFacts:
     notes: list[str] = field(default_factory=list)
     root: Any = None
     protocol: int = 0
-    end: int = 0  # offset just after STOP, relative to where the scan started
+    start: int = 0  # offset of the pickle's first opcode in what was scanned
+    end: int = 0  # offset just after STOP, in the same terms as `start`
     truncated: bool = False  # the tensor walk ran out of budget
 
     @property
@@ -179,6 +221,7 @@ class _Machine:
         self.stack: list[Any] = []
         self.marks: list[int] = []
         self.memo: dict[int, Any] = {}
+        self.pos = 0  # offset of the opcode being run
         self._seen_globals: set[str] = set()
 
     def _pop(self) -> Any:
@@ -211,7 +254,19 @@ class _Machine:
             if g.full not in self._seen_globals:
                 self._seen_globals.add(g.full)
                 self.facts.globals.append(g.full)
+                self.facts.uses.append(GlobalUse(mod, nam, self.pos))
         return g
+
+    def _call(self, func: Any, args: Any) -> Obj:
+        """The object a call would build, noted as a `Call` where its callee is a global."""
+        root = func
+        for _ in range(32):  # getattr(...)(...): follow the callee to the global it starts from
+            if not isinstance(root, Obj):
+                break
+            root = root.factory
+        if isinstance(root, Global) and len(self.facts.calls) < MAX_CALLS:
+            self.facts.calls.append(Call(root.full, self.pos, _call_text(func, args)))
+        return Obj(func, args)
 
     def _persistent(self, pid: Any) -> _PersId:
         if isinstance(pid, tuple) and len(pid) >= 5 and _text(pid[0]) == "storage":
@@ -313,21 +368,23 @@ class _Machine:
             push(self._global(module, attr))
         elif name == "INST":
             module, _, attr = str(arg).partition(" ")
-            push(Obj(self._global(module, attr), tuple(self._pop_mark())))
+            push(self._call(self._global(module, attr), tuple(self._pop_mark())))
         elif name == "OBJ":
             items = self._pop_mark()
             if not items:
                 raise IndexError("OBJ without a class")
-            push(Obj(items[0], tuple(items[1:])))
+            push(self._call(items[0], tuple(items[1:])))
         elif name == "NEWOBJ":
             args, cls = pop(), pop()
-            push(Obj(cls, args))
+            push(self._call(cls, args))
         elif name == "NEWOBJ_EX":
             kwargs, args, cls = pop(), pop(), pop()
-            push(Obj(cls, args, state=None, items=[("**kwargs", kwargs)]))
+            obj = self._call(cls, args)
+            obj.items.append(("**kwargs", kwargs))
+            push(obj)
         elif name == "REDUCE":
             args, func = pop(), pop()
-            push(Obj(func, args))
+            push(self._call(func, args))
         elif name == "BUILD":
             state = pop()
             if not self.stack:
@@ -379,9 +436,24 @@ _CONSTANTS = frozenset({
 })
 
 
+#: Calls kept per pickle (a pickle can make millions; the first ones say what it does).
+MAX_CALLS = 100
+
+
+def _call_text(func: Any, args: Any) -> str:
+    inner = ", ".join(_short(a, 240, 1) for a in args[:8]) if isinstance(args, tuple) else _short(args, 240, 1)
+    text = _short(func, 160) + f"({inner})"
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
 def _short(value: Any, limit: int = 120, depth: int = 0) -> str:
     if isinstance(value, Global):
         return value.full
+    if isinstance(value, Obj):
+        text = "(...)(...)" if depth > 2 else _short(value.factory, 60, depth + 1) + (
+            "(" + ", ".join(_short(a, 40, depth + 1) for a in value.args[:8]) + ")" if isinstance(value.args, tuple) else "(...)"
+        )
+        return text if len(text) <= limit else text[: limit - 3] + "..."
     if isinstance(value, StorageRef):
         return f"{value.type_name} x {value.numel} at {value.location}"
     if isinstance(value, tuple):
@@ -398,14 +470,16 @@ def scan(source: Union[bytes, IO[bytes]], *, walk_budget: int = WALK_BUDGET) -> 
 
     Reads up to and including its STOP opcode, so a file position after the
     scan is where the next pickle begins. PickleScanError if the bytes are
-    not a complete, well-formed pickle.
+    not a complete, well-formed pickle; its `facts` hold what came before
+    the error.
     """
     facts = PickleFacts()
     machine = _Machine(facts)
-    last = 0
+    last = first = source.tell() if not isinstance(source, bytes) else 0
+    facts.start = first
     try:
         for opcode, arg, pos in pickletools.genops(source):
-            last = pos or 0
+            last = machine.pos = pos if pos is not None else last
             if machine.step(opcode.name, arg):
                 facts.end = last + 1
                 break
@@ -416,9 +490,33 @@ def scan(source: Union[bytes, IO[bytes]], *, walk_budget: int = WALK_BUDGET) -> 
     except (ValueError, IndexError, KeyError, TypeError, EOFError, OverflowError, MemoryError, UnicodeDecodeError) as e:
         # pickletools raises ValueError for bad bytes; the machine raises the others.
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise PickleScanError(f"malformed pickle near byte {last}: {text[:200]}") from None
+        raise PickleScanError(f"malformed pickle near byte {last}: {text[:200]}", facts) from None
     _Walker(facts, walk_budget).run()
     return facts
+
+
+def scan_all(source: IO[bytes], end: Optional[int] = None) -> tuple[list[PickleFacts], Optional[PickleScanError]]:
+    """Every pickle from `source`'s position on, one after another, up to `end` (default: EOF).
+
+    ``pickle.load`` in a loop reads a stream of pickles, and a payload can
+    follow a harmless first one. Stops at the first malformed pickle and
+    returns its error too (with the facts read before it); bytes after that
+    cannot be split into pickles.
+    """
+    found: list[PickleFacts] = []
+    here = source.tell()
+    limit = end if end is not None else source.seek(0, 2)
+    source.seek(here)
+    while True:
+        at = source.tell()
+        if at >= limit:
+            return found, None
+        try:
+            facts = scan(source)
+        except PickleScanError as e:
+            return found, e
+        found.append(facts)
+        source.seek(facts.end)
 
 
 # -- naming the tensors ------------------------------------------------------

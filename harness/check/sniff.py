@@ -15,19 +15,31 @@ storage at its declared size before reading a byte of it.
 
 from __future__ import annotations
 
+import ast
+import gzip
 import io
 import json
 import os
 import struct
 import tarfile
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Optional, cast
 
-from harness.check.pickle_scan import PickleFacts, PickleScanError, TensorRef, scan
+from harness.check.pickle_scan import (
+    STORAGE_DTYPES,
+    Global,
+    PickleFacts,
+    PickleScanError,
+    TensorRef,
+    scan,
+    scan_all,
+)
+from harness.check.torchscript_code import Escape, escapes
 
-__all__ = ["FILE_FORMATS", "Sniffed", "TensorInfo", "sniff"]
+__all__ = ["FILE_FORMATS", "FoundGlobal", "Sniffed", "TensorInfo", "sniff"]
 
 #: The containers `sniff` tells apart, and how reports name them.
 FILE_FORMATS = {
@@ -36,6 +48,8 @@ FILE_FORMATS = {
     "torchscript": "TorchScript archive (torch.jit.save)",
     "exported": "torch.export archive (torch.export.save)",
     "safetensors": "safetensors file",
+    "torch_tar": "torch.save pre-0.4 tar archive",
+    "numpy": "numpy .npy array",
     "unknown": "unknown format",
 }
 
@@ -70,6 +84,21 @@ class TensorInfo:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class FoundGlobal:
+    """A global one of the file's pickles names: where, at which byte, and the call it makes, if read."""
+
+    module: str
+    name: str
+    where: str  # the pickle: a record name, "the object pickle", "pickle 2 of the stream", ...
+    offset: int  # byte offset of the naming opcode within that pickle's record or stream
+    call: Optional[str] = None  # e.g. "posix.system('touch /tmp/x')"
+
+    @property
+    def full(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
 @dataclass
 class Sniffed:
     """Everything `sniff` learnt about one file."""
@@ -88,11 +117,19 @@ class Sniffed:
     notes: list[str] = field(default_factory=list)
     listing: str = ""  # where the tensor list comes from
     truncated: bool = False
+    found: list[FoundGlobal] = field(default_factory=list)  # each global of `globals`, where it is first named
+    escapes: list[Escape] = field(default_factory=list)  # TorchScript calls that leave its sandbox
+    pickles: int = 0  # pickles scanned
+    records_scanned: set[str] = field(default_factory=set)  # zip records already scanned
 
     def add_pickle(self, facts: PickleFacts, where: str) -> None:
-        for name in facts.globals:
-            if name not in self.globals:
-                self.globals.append(name)
+        """Take in the globals, problems and counts of one scanned pickle, found at `where`."""
+        self.pickles += 1
+        for use in facts.uses:
+            if use.full not in self.globals:
+                self.globals.append(use.full)
+                call = next((c.text for c in facts.calls if c.root == use.full), None)
+                self.found.append(FoundGlobal(use.module, use.name, where, use.offset, call))
         self.computed_globals += facts.computed_globals
         if facts.computed_globals:
             self.problems.append(f"{where} computes the names of {facts.computed_globals} globals at load time (STACK_GLOBAL on values that are not constants)")
@@ -100,6 +137,12 @@ class Sniffed:
             self.problems.append(f"{where} uses pickle extension codes {facts.extension_codes[:5]}, resolved from copyreg's registry at load time")
         self.problems.extend(f"{where}: {p}" for p in facts.problems)
         self.truncated = self.truncated or facts.truncated
+
+    def add_scan_error(self, error: PickleScanError, where: str, problem: Optional[str] = None) -> None:
+        """A malformed pickle: a problem, and whatever it named before the error (an unpickler runs that much)."""
+        self.problems.append(problem or f"{where} is not a valid pickle: {error}")
+        if error.facts is not None and (error.facts.uses or error.facts.calls):
+            self.add_pickle(error.facts, f"{where} (before the error)")
 
 
 def _itemsize(dtype: str) -> Optional[int]:
@@ -168,17 +211,65 @@ def _count_tags(sniffed: Sniffed, facts: PickleFacts) -> None:
 # -- zip archives ------------------------------------------------------------
 
 
-def _read_pickle(zf: zipfile.ZipFile, name: str, sniffed: Sniffed) -> Optional[PickleFacts]:
+def _scan_stream(data: bytes, where: str, sniffed: Sniffed, *, guessed: bool = False) -> Optional[PickleFacts]:
+    """Scan every pickle in `data`; the first one's facts (what torch reads), None if it is malformed.
+
+    `guessed`: the bytes only start like a pickle (a record not named as
+    one), so bytes that are no pickle at all are a note, not a problem.
+    """
+    found, error = scan_all(io.BytesIO(data))
+    if guessed and not found and error is not None and not (error.facts and (error.facts.uses or error.facts.calls)):
+        sniffed.notes.append(f"{where} starts like a pickle but is none ({error})")
+        return None
+    for i, facts in enumerate(found):
+        sniffed.add_pickle(facts, where if i == 0 else f"{where}, pickle {i + 1} (at byte {facts.start})")
+    if len(found) > 1:
+        sniffed.problems.append(f"{where} holds {len(found)} pickles one after another; torch reads only the first")
+    if error is not None:
+        sniffed.add_scan_error(error, where if not found else f"{where}, after pickle {len(found)}")
+    return found[0] if found else None
+
+
+def _read_pickle(zf: zipfile.ZipFile, name: str, sniffed: Sniffed, *, guessed: bool = False) -> Optional[PickleFacts]:
+    sniffed.records_scanned.add(name)
     data = _read_capped(zf, name, sniffed)
     if data is None:
         return None
-    try:
-        facts = scan(io.BytesIO(data))
-    except PickleScanError as e:
-        sniffed.problems.append(f"{name} is not a valid pickle: {e}")
-        return None
-    sniffed.add_pickle(facts, name)
-    return facts
+    return _scan_stream(data, name, sniffed, guessed=guessed)
+
+
+def _named_pickle(name: str) -> bool:
+    return name.rsplit("/", 1)[-1].endswith((".pkl", "_pkl", ".pickle"))
+
+
+def _starts_pickle(head: bytes) -> bool:
+    """Starts like a pickle of protocol 2 to 5 (PROTO opcode)."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _scan_other_records(zf: zipfile.ZipFile, names: list[str], sniffed: Sniffed) -> None:
+    """Every pickle-like record not scanned yet (whatever its name); storages are raw bytes, not pickles."""
+    for name in names:
+        if name in sniffed.records_scanned or name.endswith("/"):
+            continue
+        named = _named_pickle(name)
+        if named:
+            _read_pickle(zf, name, sniffed)
+            continue
+        if "/data/" in f"/{name}" or "/.data/" in f"/{name}":
+            continue  # storages: raw tensor bytes that torch never unpickles (and there can be 100,000 of them)
+        try:
+            with zf.open(name) as fh:
+                head = fh.read(2)
+        except Exception:  # a damaged record: its problem is reported where it is read for real
+            continue
+        if _starts_pickle(head):
+            _read_pickle(zf, name, sniffed, guessed=True)
+        elif head == b"\x93N":  # an .npy record (an .npz archive): object arrays are pickles
+            sniffed.records_scanned.add(name)
+            data = _read_capped(zf, name, sniffed)
+            if data is not None:
+                _scan_npy(data, name, sniffed)
 
 
 def _clip(text: str, limit: int = 200) -> str:
@@ -261,20 +352,16 @@ def _analyze_torch_zip(zf: zipfile.ZipFile, raw: IO[bytes], total: int, sniffed:
 def _nested(sniffed: Sniffed, data: bytes, label: str) -> Optional[PickleFacts]:
     """A torch.save archive inside another archive (torch.export writes them)."""
     if data[:4] != b"PK\x03\x04":
-        try:
-            facts = scan(io.BytesIO(data))
-        except PickleScanError as e:
-            sniffed.problems.append(f"{label} is neither a torch.save archive nor a pickle: {e}")
-            return None
-        sniffed.add_pickle(facts, label)
-        return facts
+        return _scan_stream(data, label, sniffed)
     try:
         inner = zipfile.ZipFile(io.BytesIO(data))
     except Exception as e:  # BadZipFile, NotImplementedError, ValueError...: a damaged archive
         sniffed.problems.append(f"{label} is a damaged zip archive: {_clip(str(e))}")
         return None
     with inner:
-        return _analyze_torch_zip(inner, io.BytesIO(data), len(data), sniffed, label=f"{label}: ")
+        facts = _analyze_torch_zip(inner, io.BytesIO(data), len(data), sniffed, label=f"{label}: ")
+        _scan_other_records(inner, inner.namelist(), sniffed)
+        return facts
 
 
 def _read_capped(zf: zipfile.ZipFile, name: str, sniffed: Sniffed) -> Optional[bytes]:
@@ -286,7 +373,35 @@ def _read_capped(zf: zipfile.ZipFile, name: str, sniffed: Sniffed) -> Optional[b
         return zf.read(name)
     except Exception as e:  # BadZipFile, zlib.error, EOFError: a damaged record
         sniffed.problems.append(f"record {name} cannot be read: {type(e).__name__}: {_clip(str(e))}")
+        if not name.endswith(".json"):
+            return _read_leniently(zf, info, sniffed)
         return None
+
+
+def _read_leniently(zf: zipfile.ZipFile, info: zipfile.ZipInfo, sniffed: Sniffed) -> Optional[bytes]:
+    """A record's bytes as a lenient reader takes them: from its local header, no CRC, flags or name checks.
+
+    torch's zip reader (miniz) reads records that Python's zipfile refuses
+    (a wrong CRC, a local name that differs, flag bits some releases
+    ignored), so a pickle hidden that way still runs under torch.load.
+    """
+    raw = zf.fp
+    if raw is None:
+        return None
+    span = _local_data_span(raw, info)
+    if span is None:
+        return None
+    raw.seek(span[0])
+    data = raw.read(min(info.compress_size, MAX_PICKLE_BYTES))
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        try:
+            data = zlib.decompressobj(-15).decompress(data, MAX_PICKLE_BYTES)
+        except zlib.error:
+            return None
+    elif info.compress_type != zipfile.ZIP_STORED:
+        return None
+    sniffed.notes.append(f"record {info.filename} was read as a lenient zip reader (torch's) reads it")
+    return data
 
 
 def _scalar_type_names() -> dict[int, str]:
@@ -384,9 +499,14 @@ def _analyze_torchscript(zf: zipfile.ZipFile, raw: IO[bytes], total: int, names:
             if constants is not None and constants.tensors:
                 sniffed.tensors.extend(_tensor_infos(constants, prefix="constants."))
     code = [n for n in names if "/code/" in n and n.endswith(".py")]
+    for name in code:
+        text = _read_capped(zf, name, sniffed)
+        if text is not None:
+            sniffed.escapes.extend(escapes(text.decode("utf-8", "replace"), name))
     sniffed.listing = "a static scan of data.pkl"
     sniffed.notes.append(
-        f"{len(code)} TorchScript code files: torch.jit.load compiles them and runs the module's __setstate__ methods"
+        f"{len(code)} TorchScript code files: torch.jit.load compiles them and runs the module's __setstate__ methods;"
+        f" {len(sniffed.escapes) or 'no'} call{' in them leaves' if len(sniffed.escapes) == 1 else 's in them leave'} the TorchScript sandbox"
     )
 
 
@@ -407,32 +527,38 @@ def _analyze_zip(path: Path, sniffed: Sniffed) -> None:
         names = zf.namelist()
         if len(set(names)) != len(names):
             sniffed.problems.append("the archive holds several records of the same name (readers disagree on which counts)")
-        prefix = _zip_prefix(names)
-        base = {n[len(prefix):] if n.startswith(prefix) else n for n in names}
-        if any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in names):
-            sniffed.why = "a zip archive with a constants.pkl record, which torch.load treats as TorchScript"
-            _analyze_torchscript(zf, raw, sniffed.size, names, sniffed)
-            return
-        if "archive_format" in base or "serialized_exported_program.json" in names or any(n.startswith("models/") for n in base):
-            sniffed.why = "a zip archive with torch.export's records"
-            _analyze_exported(zf, names, sniffed)
-            return
-        torchy = bool({"data.pkl", "version", "byteorder", ".format_version"} & base or any(n.startswith("data/") for n in base))
-        if not torchy:
-            shown = ", ".join(sorted(names)[:3]) or "no records"
-            sniffed.why = f"a zip archive that is not a torch file: no data.pkl, constants.pkl or torch.export records ({shown})"
-            return
-        sniffed.format = "torch_zip"
-        sniffed.why = "a zip archive with torch.save's records"
-        facts = _analyze_torch_zip(zf, raw, sniffed.size, sniffed)
-        if facts is not None:
-            sniffed.content = facts.kind
-            sniffed.tensors = _tensor_infos(facts)
-            _count_tags(sniffed, facts)
-            sniffed.listing = "a static scan of data.pkl"
-            sniffed.harness_format = {"state_dict": "state_dict", "checkpoint": "checkpoint"}.get(facts.kind)
-            if facts.kind.startswith("module "):
-                sniffed.harness_format = "full_model"
+        _analyze_zip_records(zf, raw, names, sniffed)
+        _scan_other_records(zf, names, sniffed)
+
+
+def _analyze_zip_records(zf: zipfile.ZipFile, raw: IO[bytes], names: list[str], sniffed: Sniffed) -> None:
+    """Tell which torch archive the records make, and read it as that."""
+    prefix = _zip_prefix(names)
+    base = {n[len(prefix):] if n.startswith(prefix) else n for n in names}
+    if any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in names):
+        sniffed.why = "a zip archive with a constants.pkl record, which torch.load treats as TorchScript"
+        _analyze_torchscript(zf, raw, sniffed.size, names, sniffed)
+        return
+    if "archive_format" in base or "serialized_exported_program.json" in names or any(n.startswith("models/") for n in base):
+        sniffed.why = "a zip archive with torch.export's records"
+        _analyze_exported(zf, names, sniffed)
+        return
+    torchy = bool({"data.pkl", "version", "byteorder", ".format_version"} & base or any(n.startswith("data/") for n in base))
+    if not torchy:
+        shown = ", ".join(sorted(names)[:3]) or "no records"
+        sniffed.why = f"a zip archive that is not a torch file: no data.pkl, constants.pkl or torch.export records ({shown})"
+        return
+    sniffed.format = "torch_zip"
+    sniffed.why = "a zip archive with torch.save's records"
+    facts = _analyze_torch_zip(zf, raw, sniffed.size, sniffed)
+    if facts is not None:
+        sniffed.content = facts.kind
+        sniffed.tensors = _tensor_infos(facts)
+        _count_tags(sniffed, facts)
+        sniffed.listing = "a static scan of data.pkl"
+        sniffed.harness_format = {"state_dict": "state_dict", "checkpoint": "checkpoint"}.get(facts.kind)
+        if facts.kind.startswith("module "):
+            sniffed.harness_format = "full_model"
 
 
 def _first_local_name(path: Path) -> Optional[str]:
@@ -447,46 +573,50 @@ def _first_local_name(path: Path) -> Optional[str]:
 # -- the legacy stream -------------------------------------------------------
 
 
-def _legacy_magic(head: bytes) -> bool:
-    try:
-        facts = scan(io.BytesIO(head))
-    except PickleScanError:
-        return False
+def _legacy_magic(path: Path) -> bool:
+    """Whether the file's first pickle is torch's magic number (however long the pickle that builds it)."""
+    with open(path, "rb") as fh:
+        try:
+            facts = scan(fh)
+        except PickleScanError:
+            return False
     return facts.root == LEGACY_MAGIC
 
 
 def _analyze_legacy(path: Path, sniffed: Sniffed) -> None:
     sniffed.format = "torch_legacy"
     sniffed.why = "a pickle stream that starts with torch's magic number"
-    try:
-        is_tar = tarfile.is_tarfile(str(path))
-    except Exception:  # a damaged header: tarfile cannot read it, and neither can torch
-        is_tar = False
+    is_tar = _is_tar(path)
     if is_tar:
         # torch.load tries a non-zip file as a pre-0.4 tar first, extracting
         # its members to disk: that path bypasses every check made here.
         sniffed.problems.append("the file is also a tar archive, which torch.load would read as the pre-0.4 tar format")
+    if is_tar:
+        _scan_tar(path, sniffed)
     with open(path, "rb") as fh:
         stage = "the magic number"
         try:
-            scan(fh)
+            sniffed.add_pickle(scan(fh), stage)
             stage = "the protocol version"
-            protocol = scan(fh).root
-            if protocol != LEGACY_PROTOCOL:
-                sniffed.problems.append(f"protocol version {protocol!r}: torch reads only {LEGACY_PROTOCOL}")
+            version = scan(fh)
+            sniffed.add_pickle(version, stage)
+            if version.root != LEGACY_PROTOCOL:
+                sniffed.problems.append(f"protocol version {version.root!r}: torch reads only {LEGACY_PROTOCOL}")
             stage = "the system info"
             info = scan(fh)
+            sniffed.add_pickle(info, stage)
             pairs = dict(getattr(info.root, "pairs", []))
             little = pairs.get("little_endian", True)
             if little is False:
                 sniffed.notes.append("saved on a big-endian host")
             stage = "the object pickle"
             facts = scan(fh)
-            sniffed.add_pickle(facts, "the object pickle")
+            sniffed.add_pickle(facts, stage)
             stage = "the storage keys"
-            keys_root = scan(fh).root
+            keys_facts = scan(fh)
+            sniffed.add_pickle(keys_facts, stage)
         except PickleScanError as e:
-            sniffed.problems.append(f"{stage} is truncated or corrupt: {e}")
+            sniffed.add_scan_error(e, stage, f"{stage} is truncated or corrupt: {e}")
             return
         sniffed.content = facts.kind
         sniffed.tensors = _tensor_infos(facts)
@@ -495,44 +625,229 @@ def _analyze_legacy(path: Path, sniffed: Sniffed) -> None:
         if facts.kind == "state_dict":
             sniffed.harness_format = "state_dict_legacy"
         _check_tensors(sniffed, facts, "the object pickle")
-        keys = [k for k in getattr(keys_root, "items", [])]
+        keys = [k for k in getattr(keys_facts.root, "items", [])]
         if not all(isinstance(k, str) for k in keys):
             sniffed.problems.append("the storage key list is not a list of strings")
             return
         missing = sorted(set(facts.storages) - set(keys))
         if missing:
             sniffed.problems.append(f"storages {missing[:5]} are declared but have no data in the file")
-        _check_legacy_data(fh, sniffed, facts, keys, "<" if little is not False else ">")
+        end = _check_legacy_data(fh, sniffed, facts, keys, "<" if little is not False else ">")
+        if end is not None and end < sniffed.size:
+            _scan_trailing(fh, end, sniffed)
 
 
-def _check_legacy_data(fh: IO[bytes], sniffed: Sniffed, facts: PickleFacts, keys: list[str], order: str) -> None:
-    """Each storage's data: an int64 element count, then its bytes, in key order."""
+def _scan_trailing(fh: IO[bytes], start: int, sniffed: Sniffed) -> None:
+    """Bytes after the last storage: torch ignores them, but a pickle there is still a pickle."""
+    fh.seek(start)
+    found, error = scan_all(fh)
+    for facts in found:
+        sniffed.add_pickle(facts, f"a pickle after the storage data (at byte {facts.start})")
+    if found:
+        sniffed.problems.append(f"{len(found)} pickle(s) follow the storage data; torch.save never writes them")
+    if error is not None and error.facts is not None and (error.facts.uses or error.facts.calls):
+        sniffed.add_scan_error(error, f"the bytes after the storage data (at byte {error.facts.start})")
+
+
+def _check_legacy_data(fh: IO[bytes], sniffed: Sniffed, facts: PickleFacts, keys: list[str], order: str) -> Optional[int]:
+    """Each storage's data: an int64 element count, then its bytes, in key order; where the data ends (None: broken)."""
     pos = fh.tell()
     for key in keys:
         ref = facts.storages.get(key)
         if ref is None:
             sniffed.problems.append(f"the storage key list names {key!r}, which the object pickle never declares")
-            return
+            return None
         if ref.nbytes is None:
             sniffed.problems.append(f"storage {key!r} has type {ref.type_name}, which check does not know")
-            return
+            return None
         fh.seek(pos)
         head = fh.read(8)
         if len(head) < 8:
             sniffed.problems.append(f"the file ends before the data of storage {key!r} (truncated at byte {sniffed.size})")
-            return
+            return None
         (count,) = struct.unpack(order + "q", head)
         if count != ref.numel:
             sniffed.problems.append(f"storage {key!r} declares {ref.numel} elements but its data says {count}")
-            return
+            return None
         pos += 8 + ref.nbytes
         if pos > sniffed.size:
             sniffed.problems.append(
                 f"storage {key!r} needs {ref.nbytes} bytes ending at byte {pos}, but the file ends at byte {sniffed.size} (truncated)"
             )
-            return
+            return None
     if pos < sniffed.size:
         sniffed.notes.append(f"{sniffed.size - pos} bytes follow the last storage; torch ignores them")
+    return pos
+
+
+# -- the pre-0.4 tar format ---------------------------------------------------
+
+#: Members of torch's pre-0.4 tar checkpoints (torch.serialization.legacy_load).
+TAR_MEMBERS = ("sys_info", "pickle", "storages", "tensors")
+#: Members read from a tar at most (a tar can declare millions).
+MAX_TAR_MEMBERS = 10_000
+
+
+def _is_tar(path: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(str(path))
+    except Exception:  # a damaged header: tarfile cannot read it, and neither can torch
+        return False
+
+
+def _analyze_tar(path: Path, sniffed: Sniffed) -> None:
+    """A tar archive: torch.load reads any non-zip file as the pre-0.4 tar format first."""
+    names = _scan_tar(path, sniffed)
+    with open(path, "rb") as fh:
+        compressed = fh.read(3) in (b"\x1f\x8b\x08", b"BZh") or _is_xz(path)
+    if compressed:
+        sniffed.why = f"a compressed tar archive (members: {', '.join(names[:4]) or 'none'}); torch.load reads only plain tars"
+    elif {"pickle", "storages", "tensors"} <= set(names):
+        sniffed.format = "torch_tar"
+        sniffed.why = "a tar archive with the members torch.save wrote before 0.4 (storages, tensors, pickle)"
+        sniffed.notes.append("torch.load reads it only with weights_only=False, extracting its members to a temporary directory")
+    else:
+        sniffed.why = f"a tar archive that is not a torch checkpoint (members: {', '.join(names[:4]) or 'none'})"
+
+
+def _scan_tar(path: Path, sniffed: Sniffed) -> list[str]:
+    """Scan every pickle of every member of the tar at `path`; the member names."""
+    names: list[str] = []
+    try:
+        with tarfile.open(str(path), mode="r:*") as tar:
+            for i, member in enumerate(tar):
+                if i >= MAX_TAR_MEMBERS:
+                    sniffed.problems.append(f"the tar holds more than {MAX_TAR_MEMBERS} members; the rest were not scanned")
+                    break
+                names.append(member.name)
+                where = f"tar member {member.name}"
+                if not member.isfile():
+                    if member.name in TAR_MEMBERS:
+                        sniffed.problems.append(f"{where} is not a regular file ({'a link' if member.issym() or member.islnk() else 'a special file'}); torch extracts it to disk as it is")
+                    continue
+                if member.size > MAX_PICKLE_BYTES:
+                    sniffed.problems.append(f"{where} is {member.size} bytes, more than check scans ({MAX_PICKLE_BYTES})")
+                    continue
+                extracted = tar.extractfile(member)
+                data = extracted.read() if extracted is not None else b""
+                if member.name == "storages":
+                    _scan_tar_records(data, where, sniffed, _skip_storage_data)
+                elif member.name == "tensors":
+                    _scan_tar_records(data, where, sniffed, _skip_tensor_header)
+                elif data[:1] in (b"\x80", b"(", b"}", b"]", b"c", b"I", b"S", b"V", b"N", b"L", b"F"):
+                    _scan_stream(data, where, sniffed)
+    except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+        sniffed.problems.append(f"the tar archive cannot be read: {_clip(str(e) or type(e).__name__)}")
+    return names
+
+
+def _skip_storage_data(fh: IO[bytes], header: PickleFacts) -> None:
+    """After a storage's (key, location, type) pickle: an int64 element count, then the bytes."""
+    root = header.root
+    stype = root[2] if isinstance(root, tuple) and len(root) == 3 else None
+    size = STORAGE_DTYPES.get(stype.name, (None, 0))[1] if isinstance(stype, Global) else 0
+    if not size:
+        raise ValueError(f"a storage header that is not (key, location, storage type): {header.kind}")
+    (count,) = struct.unpack("<q", fh.read(8))
+    if count < 0:
+        raise ValueError(f"a negative storage size {count}")
+    fh.seek(count * size, 1)
+
+
+def _skip_tensor_header(fh: IO[bytes], header: PickleFacts) -> None:
+    """After a tensor's (key, storage id, type) pickle: int32 ndim, 4 spare bytes, sizes, strides, offset."""
+    (ndim,) = struct.unpack("<i", fh.read(4))
+    if not 0 <= ndim <= 64:
+        raise ValueError(f"a tensor of {ndim} dimensions")
+    fh.seek(4 + 16 * ndim + 8, 1)
+
+
+def _scan_tar_records(data: bytes, where: str, sniffed: Sniffed, skip: Any) -> None:
+    """A count pickle, then per record a header pickle and binary data `skip` steps over, then any pickles left."""
+    fh = io.BytesIO(data)
+    try:
+        count = scan(fh)
+        sniffed.add_pickle(count, where)
+        n = count.root if isinstance(count.root, int) and not isinstance(count.root, bool) else -1
+        if n < 0:
+            raise ValueError("it does not start with a record count")
+        for _ in range(min(n, MAX_TAR_MEMBERS)):
+            header = scan(fh)
+            sniffed.add_pickle(header, f"{where} (at byte {header.start})")
+            skip(fh, header)
+    except PickleScanError as e:
+        sniffed.add_scan_error(e, where)
+        return
+    except (ValueError, struct.error) as e:
+        sniffed.problems.append(f"{where} is not laid out as torch wrote it: {_clip(str(e))}")
+        return
+    rest, error = scan_all(fh)
+    for facts in rest:
+        sniffed.add_pickle(facts, f"{where} (at byte {facts.start})")
+    if error is not None and error.facts is not None and (error.facts.uses or error.facts.calls):
+        sniffed.add_scan_error(error, f"{where} (at byte {error.facts.start})")
+
+
+# -- numpy arrays ----------------------------------------------------------------
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _is_xz(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(6) == b"\xfd7zXZ\x00"
+
+
+def _scan_npy(data: bytes, where: str, sniffed: Sniffed) -> Optional[dict[str, Any]]:
+    """An .npy array's header; an object array's elements are a pickle, scanned. None if it is not .npy."""
+    if data[:6] != NPY_MAGIC or len(data) < 10:
+        return None
+    major = data[6]
+    width = 2 if major == 1 else 4
+    length = int.from_bytes(data[8:8 + width], "little")
+    start = 8 + width
+    try:
+        header = ast.literal_eval(data[start:start + length].decode("latin-1"))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        sniffed.problems.append(f"{where}: the .npy header is not a Python literal")
+        return None
+    if not isinstance(header, dict):
+        sniffed.problems.append(f"{where}: the .npy header is not a dict")
+        return None
+    descr = header.get("descr")
+    if descr in ("|O", "O", "<O", ">O") or (isinstance(descr, list) and "O" in repr(descr)):
+        sniffed.notes.append(f"{where} is an object array: numpy.load(allow_pickle=True) unpickles it")
+        _scan_stream(data[start + length:], f"{where} (object array pickle at byte {start + length})", sniffed)
+    return header
+
+
+def _analyze_npy(path: Path, sniffed: Sniffed) -> None:
+    sniffed.format = "numpy"
+    sniffed.why = "an .npy header (numpy.save), not a torch file"
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_PICKLE_BYTES)
+    header = _scan_npy(data, "the array", sniffed)
+    if header is not None:
+        sniffed.content = f"array {header.get('descr')!r} of shape {header.get('shape')!r}"
+
+
+def _analyze_gzip(path: Path, sniffed: Sniffed) -> bool:
+    """A gzip stream whose content is pickles: scanned (a user who decompresses it would load them)."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            data = fh.read(MAX_PICKLE_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return False
+    found, error = scan_all(io.BytesIO(data))
+    partial = error is not None and error.facts is not None and bool(error.facts.uses or error.facts.calls)
+    if not found and not partial:
+        return False
+    for i, facts in enumerate(found):
+        sniffed.add_pickle(facts, "the decompressed pickle" if i == 0 else f"decompressed pickle {i + 1}")
+    if error is not None and partial:
+        sniffed.add_scan_error(error, "the decompressed pickle")
+    sniffed.why = "a gzip stream holding a pickle: decompress it first (torch.load does not)"
+    return True
 
 
 # -- safetensors -------------------------------------------------------------
@@ -602,6 +917,37 @@ def _why_unknown(head: bytes, size: int) -> str:
     return f"not a zip archive, a torch legacy pickle or a safetensors file (it starts with bytes {head[:8].hex()})"
 
 
+def _analyze_pickles(path: Path, sniffed: Sniffed) -> bool:
+    """A file of plain pickles (any protocol, text-like ones too); False if its bytes do not start one.
+
+    torch.load unpickles a non-zip file's first pickle before it checks for
+    its magic number, so whatever a plain pickle names runs under
+    ``weights_only=False``, whatever the file looks like.
+    """
+    with open(path, "rb") as fh:  # the scan stops at the first byte that is no opcode: cheap on any file
+        found, error = scan_all(fh)
+    partial = error.facts if error is not None and error.facts is not None and (error.facts.uses or error.facts.calls) else None
+    if not found and partial is None:
+        return False
+    for i, facts in enumerate(found):
+        sniffed.add_pickle(facts, "the pickle" if i == 0 else f"pickle {i + 1} of the stream (at byte {facts.start})")
+    protocol = found[0].protocol if found else partial.protocol if partial else 0
+    if found:
+        sniffed.why = f"a plain pickle (protocol {protocol}), not written by torch.save (it lacks torch's magic number)"
+        sniffed.content = found[0].kind
+        if len(found) > 1:
+            sniffed.notes.append(f"a stream of {len(found)} pickles; torch.load reads only the first")
+    else:
+        sniffed.why = "a malformed plain pickle, not written by torch.save"
+    if error is not None:
+        where = "the pickle" if not found else f"the bytes after pickle {len(found)}"
+        if partial is not None:
+            sniffed.add_scan_error(error, where)
+        else:
+            sniffed.notes.append(f"{where}: not a pickle ({error})")
+    return True
+
+
 def sniff(path: Path) -> Sniffed:
     """The format and contents of the file at `path`, from its bytes alone.
 
@@ -619,7 +965,7 @@ def sniff(path: Path) -> Sniffed:
     if head[:4] == b"PK\x03\x04":  # torch's own test (_is_zipfile)
         _analyze_zip(path, sniffed)
         return sniffed
-    if _legacy_magic(head):
+    if _legacy_magic(path):
         _analyze_legacy(path, sniffed)
         return sniffed
     if len(head) >= 9:
@@ -627,14 +973,15 @@ def sniff(path: Path) -> Sniffed:
         if 2 <= length <= min(size - 8, MAX_SAFETENSORS_HEADER) and head[8:9] == b"{":
             _analyze_safetensors(path, sniffed, length)
             return sniffed
+    if head[:6] == NPY_MAGIC:
+        _analyze_npy(path, sniffed)
+        return sniffed
+    if _is_tar(path):
+        _analyze_tar(path, sniffed)
+        return sniffed
+    if head[:3] == b"\x1f\x8b\x08" and _analyze_gzip(path, sniffed):
+        return sniffed
+    if _analyze_pickles(path, sniffed):
+        return sniffed
     sniffed.why = _why_unknown(head, size)
-    if sniffed.why.startswith("a plain pickle"):
-        try:
-            with open(path, "rb") as fh:
-                facts = scan(fh)
-        except PickleScanError as e:
-            sniffed.notes.append(f"the pickle cannot be scanned: {e}")
-        else:
-            sniffed.add_pickle(facts, "the pickle")
-            sniffed.content = facts.kind
     return sniffed
