@@ -52,7 +52,8 @@ from harness.check.loads import (
     weights_only_allowlist,
 )
 from harness.check.pickle_scan import MODEL_KEYS
-from harness.check.sniff import FILE_FORMATS, FoundGlobal, Sniffed, sniff
+from harness.check.sniff import FILE_FORMATS, sniff
+from harness.check.sniffed import FoundGlobal, Sniffed
 from harness.runtime.defaults import DEFAULT_TIMEOUT
 from harness.runtime.diagnose import diagnose
 from harness.runtime.errors import InputError

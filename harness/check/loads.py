@@ -19,7 +19,7 @@ import warnings
 import zipfile
 from typing import Optional
 
-from harness.check.sniff import Sniffed
+from harness.check.sniffed import Sniffed
 from harness.runtime.messages import clean
 
 __all__ = [

@@ -1,0 +1,167 @@
+"""Files torch did not write that still reach a loader: safetensors, numpy arrays, gzip, plain pickles.
+
+A plain pickle of any protocol is scanned, text-like ones too: torch.load
+unpickles a non-zip file's first pickle before it checks for its magic
+number, so whatever such a pickle names runs under ``weights_only=False``.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import io
+import json
+import zlib
+from pathlib import Path
+from typing import Any, Optional
+
+from harness.check.pickle_scan import scan_all
+from harness.check.sniffed import MAX_PICKLE_BYTES, Sniffed, TensorInfo, clip, numel, scan_stream
+
+__all__ = ["MAX_SAFETENSORS_HEADER", "NPY_MAGIC", "analyze_gzip", "analyze_npy", "analyze_pickles", "analyze_safetensors", "scan_npy"]
+
+
+#: safetensors refuses headers over 100 MB; so does the sniffer.
+MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+_SAFETENSORS_DTYPES = {
+    "BOOL": ("bool", 1), "U8": ("uint8", 1), "I8": ("int8", 1), "I16": ("int16", 2),
+    "U16": ("uint16", 2), "F16": ("float16", 2), "BF16": ("bfloat16", 2), "I32": ("int32", 4),
+    "U32": ("uint32", 4), "F32": ("float32", 4), "F64": ("float64", 8), "I64": ("int64", 8),
+    "U64": ("uint64", 8), "C64": ("complex64", 8), "F8_E5M2": ("float8_e5m2", 1),
+    "F8_E4M3": ("float8_e4m3fn", 1),
+}
+
+
+def analyze_safetensors(path: Path, sniffed: Sniffed, length: int) -> None:
+    """Check the safetensors header (`length` bytes of JSON) against the file's data section."""
+    sniffed.format, sniffed.harness_format, sniffed.content = "safetensors", "safetensors", "tensors"
+    sniffed.why = "an 8-byte header length followed by a JSON header"
+    sniffed.listing = "the safetensors header (JSON)"
+    sniffed.notes.append("safetensors stores no device tags and no pickle")
+    with open(path, "rb") as fh:
+        fh.seek(8)
+        raw = fh.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        sniffed.problems.append(f"the header is not valid JSON: {clip(str(e))}")
+        return
+    if not isinstance(header, dict):
+        sniffed.problems.append("the header is not a JSON object")
+        return
+    data_size = sniffed.size - 8 - length
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if isinstance(entry, dict):
+                sniffed.notes.append(f"metadata: {clip(json.dumps(entry), 160)}")
+            continue
+        if not isinstance(entry, dict):
+            sniffed.problems.append(f"tensor {name!r}: its header entry is not an object")
+            continue
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not (isinstance(shape, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+            sniffed.problems.append(f"tensor {name!r}: shape {clip(repr(shape), 60)} is not a list of sizes")
+            continue
+        known = _SAFETENSORS_DTYPES.get(dtype) if isinstance(dtype, str) else None
+        sniffed.tensors.append(TensorInfo(name, known[0] if known else str(dtype), shape, None))
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            sniffed.problems.append(f"tensor {name!r}: data_offsets {clip(repr(offsets), 60)} is not [begin, end]")
+            continue
+        begin, end = offsets
+        if not 0 <= begin <= end <= data_size:
+            sniffed.problems.append(f"tensor {name!r}: bytes {begin}..{end} lie outside the {data_size}-byte data section")
+        elif known is None:
+            sniffed.notes.append(f"tensor {name!r}: dtype {dtype!r} is unknown to check, so its size was not verified")
+        elif end - begin != numel(tuple(shape)) * known[1]:
+            sniffed.problems.append(
+                f"tensor {name!r}: shape {shape} of {dtype} needs {numel(tuple(shape)) * known[1]} bytes but its offsets span {end - begin}"
+            )
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def scan_npy(data: bytes, where: str, sniffed: Sniffed) -> Optional[dict[str, Any]]:
+    """An .npy array's header; an object array's elements are a pickle, scanned. None if it is not .npy."""
+    if data[:6] != NPY_MAGIC or len(data) < 10:
+        return None
+    major = data[6]
+    width = 2 if major == 1 else 4
+    length = int.from_bytes(data[8:8 + width], "little")
+    start = 8 + width
+    try:
+        header = ast.literal_eval(data[start:start + length].decode("latin-1"))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        sniffed.problems.append(f"{where}: the .npy header is not a Python literal")
+        return None
+    if not isinstance(header, dict):
+        sniffed.problems.append(f"{where}: the .npy header is not a dict")
+        return None
+    descr = header.get("descr")
+    if descr in ("|O", "O", "<O", ">O") or (isinstance(descr, list) and "O" in repr(descr)):
+        sniffed.notes.append(f"{where} is an object array: numpy.load(allow_pickle=True) unpickles it")
+        scan_stream(data[start + length:], f"{where} (object array pickle at byte {start + length})", sniffed)
+    return header
+
+
+def analyze_npy(path: Path, sniffed: Sniffed) -> None:
+    """Read a numpy .npy file's header; an object array's pickle is scanned."""
+    sniffed.format = "numpy"
+    sniffed.why = "an .npy header (numpy.save), not a torch file"
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_PICKLE_BYTES)
+    header = scan_npy(data, "the array", sniffed)
+    if header is not None:
+        sniffed.content = f"array {header.get('descr')!r} of shape {header.get('shape')!r}"
+
+
+def analyze_gzip(path: Path, sniffed: Sniffed) -> bool:
+    """A gzip stream whose content is pickles: scanned (a user who decompresses it would load them)."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            data = fh.read(MAX_PICKLE_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return False
+    found, error = scan_all(io.BytesIO(data))
+    partial = error is not None and error.facts is not None and bool(error.facts.uses or error.facts.calls)
+    if not found and not partial:
+        return False
+    for i, facts in enumerate(found):
+        sniffed.add_pickle(facts, "the decompressed pickle" if i == 0 else f"decompressed pickle {i + 1}")
+    if error is not None and partial:
+        sniffed.add_scan_error(error, "the decompressed pickle")
+    sniffed.why = "a gzip stream holding a pickle: decompress it first (torch.load does not)"
+    return True
+
+
+def analyze_pickles(path: Path, sniffed: Sniffed) -> bool:
+    """A file of plain pickles (any protocol, text-like ones too); False if its bytes do not start one.
+
+    torch.load unpickles a non-zip file's first pickle before it checks for
+    its magic number, so whatever a plain pickle names runs under
+    ``weights_only=False``, whatever the file looks like.
+    """
+    with open(path, "rb") as fh:  # the scan stops at the first byte that is no opcode: cheap on any file
+        found, error = scan_all(fh)
+    partial = error.facts if error is not None and error.facts is not None and (error.facts.uses or error.facts.calls) else None
+    if not found and partial is None:
+        return False
+    for i, facts in enumerate(found):
+        sniffed.add_pickle(facts, "the pickle" if i == 0 else f"pickle {i + 1} of the stream (at byte {facts.start})")
+    protocol = found[0].protocol if found else partial.protocol if partial else 0
+    if found:
+        sniffed.why = f"a plain pickle (protocol {protocol}), not written by torch.save (it lacks torch's magic number)"
+        sniffed.content = found[0].kind
+        if len(found) > 1:
+            sniffed.notes.append(f"a stream of {len(found)} pickles; torch.load reads only the first")
+    else:
+        sniffed.why = "a malformed plain pickle, not written by torch.save"
+    if error is not None:
+        where = "the pickle" if not found else f"the bytes after pickle {len(found)}"
+        if partial is not None:
+            sniffed.add_scan_error(error, where)
+        else:
+            sniffed.notes.append(f"{where}: not a pickle ({error})")
+    return True
