@@ -18,6 +18,9 @@ env_ready_cached_s         seconds until a cached torch env is ready (uv, warm c
 peak_rss_ratio             peak RSS of verifying the big file / its size, without and    report
                            with mmap
 generate_500_specs_s       seconds to draw 500 specs with Hypothesis                     report
+scan_seconds_1gib          seconds for check's static scan (every pickle, every storage  <= 1
+                           record) of the >= 1 GiB state_dict: it reads pickles, not
+                           tensor bytes
 =========================  ============================================================  ========
 """
 
@@ -56,6 +59,7 @@ TARGETS = {
     "env_ready_cached_s": ("report", None),
     "peak_rss_ratio": ("report", None),
     "generate_500_specs_s": ("report", None),
+    "scan_seconds_1gib": ("<=", 1.0),
 }
 LAYER = 4096  # a 4096 x 4096 float32 Linear weight is 64 MiB
 
@@ -143,6 +147,29 @@ def bench_verify(work: Path, gib: float, repeat: int) -> dict[str, Any]:
         "verify_overhead_ratio": ratio,
         "raw": {"big_file_bytes": size, "bare_load_seconds": bare_times, "harness_cell_seconds": cell_times},
         "artifact": str(case_dir / "state_dict"),
+    }
+
+
+def bench_scan(path: Path, repeat: int) -> dict[str, Any]:
+    """check's static scan of the big file, against one bare torch.load of it (the ratio is kept raw)."""
+    import torch
+
+    from harness.check.sniff import sniff
+
+    scan_times, load_times = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        found = sniff(path)
+        scan_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        torch.load(str(path), map_location="cpu", weights_only=True)
+        load_times.append(time.perf_counter() - start)
+    if found.problems or not found.tensors:
+        raise RuntimeError(f"bench scan did not read the file cleanly: {found.problems[:1] or 'no tensors'}")
+    return {
+        "scan_seconds_1gib": statistics.median(scan_times),
+        "raw": {"scan_seconds": scan_times, "scan_bare_load_seconds": load_times, "scan_file_bytes": path.stat().st_size,
+                "scan_pickles": found.pickles},
     }
 
 
@@ -393,6 +420,7 @@ def run_bench(out: Path, *, gib: float = 1.0, quick: bool = False, workdir: Opti
         artifact = verify["artifact"]
         take(verify)
         take(bench_rss(artifact))
+        take(bench_scan(Path(artifact) / "model.pt", 3 if quick else 5))
         shutil.rmtree(work / "big", ignore_errors=True)
         cells = bench_cells(work, (4 if quick else 20) if have_hypothesis else 0)
         run = cells["raw"]["cells_run"]
