@@ -114,8 +114,8 @@ def _scan_trailing(fh: IO[bytes], start: int, sniffed: Sniffed) -> None:
         sniffed.add_pickle(facts, f"a pickle after the storage data (at byte {facts.start})")
     if found:
         sniffed.problems.append(f"{len(found)} pickle(s) follow the storage data; torch.save never writes them")
-    if error is not None and error.facts is not None and (error.facts.uses or error.facts.calls):
-        sniffed.add_scan_error(error, f"the bytes after the storage data (at byte {error.facts.start})")
+    if error is not None and (partial := error.partial) is not None:
+        sniffed.add_scan_error(error, f"the bytes after the storage data (at byte {partial.start})")
 
 
 def _check_legacy_data(fh: IO[bytes], sniffed: Sniffed, facts: PickleFacts, keys: list[str], order: str) -> Optional[int]:
@@ -169,7 +169,8 @@ def analyze_tar(path: Path, sniffed: Sniffed) -> None:
     """A tar archive: torch.load reads any non-zip file as the pre-0.4 tar format first."""
     names = _scan_tar(path, sniffed)
     with open(path, "rb") as fh:
-        compressed = fh.read(3) in (b"\x1f\x8b\x08", b"BZh") or _is_xz(path)
+        head = fh.read(6)
+    compressed = head[:3] in (b"\x1f\x8b\x08", b"BZh") or head == b"\xfd7zXZ\x00"  # gzip, bzip2, xz
     if compressed:
         sniffed.why = f"a compressed tar archive (members: {', '.join(names[:4]) or 'none'}); torch.load reads only plain tars"
     elif {"pickle", "storages", "tensors"} <= set(names):
@@ -254,10 +255,6 @@ def _scan_tar_records(data: bytes, where: str, sniffed: Sniffed, skip: Any) -> N
     rest, error = scan_all(fh)
     for facts in rest:
         sniffed.add_pickle(facts, f"{where} (at byte {facts.start})")
-    if error is not None and error.facts is not None and (error.facts.uses or error.facts.calls):
-        sniffed.add_scan_error(error, f"{where} (at byte {error.facts.start})")
+    if error is not None and (partial := error.partial) is not None:
+        sniffed.add_scan_error(error, f"{where} (at byte {partial.start})")
 
-
-def _is_xz(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(6) == b"\xfd7zXZ\x00"

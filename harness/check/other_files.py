@@ -125,7 +125,7 @@ def analyze_gzip(path: Path, sniffed: Sniffed) -> bool:
     except (OSError, EOFError, zlib.error):
         return False
     found, error = scan_all(io.BytesIO(data))
-    partial = error is not None and error.facts is not None and bool(error.facts.uses or error.facts.calls)
+    partial = error is not None and error.partial is not None
     if not found and not partial:
         return False
     for i, facts in enumerate(found):
@@ -145,7 +145,7 @@ def analyze_pickles(path: Path, sniffed: Sniffed) -> bool:
     """
     with open(path, "rb") as fh:  # the scan stops at the first byte that is no opcode: cheap on any file
         found, error = scan_all(fh)
-    partial = error.facts if error is not None and error.facts is not None and (error.facts.uses or error.facts.calls) else None
+    partial = error.partial if error is not None else None
     if not found and partial is None:
         return False
     for i, facts in enumerate(found):

@@ -71,6 +71,11 @@ class PickleScanError(ValueError):
         super().__init__(message)
         self.facts = facts
 
+    @property
+    def partial(self) -> Optional[PickleFacts]:
+        """`facts` when they name a global or a call (an unpickler has run that much); None otherwise."""
+        return self.facts if self.facts is not None and (self.facts.uses or self.facts.calls) else None
+
 
 @dataclass(frozen=True)
 class Global:

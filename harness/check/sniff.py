@@ -6,8 +6,9 @@ neighbours write and hands each to its reader: `zip_archives` (a
 ``torch.save`` zip archive, TorchScript, ``torch.export``), `legacy_files`
 (the pre-1.6 pickle stream, the pre-0.4 tar), `other_files` (safetensors,
 numpy, gzip, plain pickles). The readers scan pickles with
-`harness.check.pickle_scan` and JSON headers with `json`, and check that every storage the file declares is backed by bytes of exactly
-that size. A file that fails those checks gets *problems*: ``check`` then
+`harness.check.pickle_scan` and JSON headers with `json`, and check that
+every storage the file declares is backed by bytes of exactly that size.
+A file that fails those checks gets *problems*: ``check`` then
 does not hand it to torch in its own process, because some torch versions
 trust the declared sizes (torch 2.4 builds a 4 TB tensor over a 16-byte
 record, and reading it faults) and the legacy format allocates each

@@ -93,8 +93,8 @@ class Sniffed:
     def add_scan_error(self, error: PickleScanError, where: str, problem: Optional[str] = None) -> None:
         """A malformed pickle: a problem, and whatever it named before the error (an unpickler runs that much)."""
         self.problems.append(problem or f"{where} is not a valid pickle: {error}")
-        if error.facts is not None and (error.facts.uses or error.facts.calls):
-            self.add_pickle(error.facts, f"{where} (before the error)")
+        if error.partial is not None:
+            self.add_pickle(error.partial, f"{where} (before the error)")
 
 
 def _itemsize(dtype: str) -> Optional[int]:
@@ -170,7 +170,7 @@ def scan_stream(data: bytes, where: str, sniffed: Sniffed, *, guessed: bool = Fa
     one), so bytes that are no pickle at all are a note, not a problem.
     """
     found, error = scan_all(io.BytesIO(data))
-    if guessed and not found and error is not None and not (error.facts and (error.facts.uses or error.facts.calls)):
+    if guessed and not found and error is not None and error.partial is None:
         sniffed.notes.append(f"{where} starts like a pickle but is none ({error})")
         return None
     for i, facts in enumerate(found):

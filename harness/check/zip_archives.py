@@ -121,6 +121,16 @@ def _zip_prefix(names: list[str]) -> str:
     return first.split("/", 1)[0] + "/" if "/" in first else ""
 
 
+def _read_data_pkl(zf: zipfile.ZipFile, raw: IO[bytes], total: int, prefix: str, sniffed: Sniffed, label: str = "") -> Optional[PickleFacts]:
+    """Scan an archive's data.pkl (torch.save and TorchScript alike), check its storages and tensors; its facts."""
+    pkl = f"{prefix}data.pkl"
+    facts = _read_pickle(zf, pkl, sniffed)
+    if facts is not None:
+        _check_storages(zf, raw, total, prefix, facts, sniffed, label + pkl)
+        check_tensors(sniffed, facts, label + pkl)
+    return facts
+
+
 def _analyze_torch_zip(zf: zipfile.ZipFile, raw: IO[bytes], total: int, sniffed: Sniffed, label: str = "") -> Optional[PickleFacts]:
     """Scan a torch.save archive's data.pkl and check its storages; the pickle's facts."""
     names = zf.namelist()
@@ -129,11 +139,9 @@ def _analyze_torch_zip(zf: zipfile.ZipFile, raw: IO[bytes], total: int, sniffed:
     if pkl not in names:
         sniffed.problems.append(f"{label}the archive has no {pkl} record (it holds {len(names)} records)")
         return None
-    facts = _read_pickle(zf, pkl, sniffed)
+    facts = _read_data_pkl(zf, raw, total, prefix, sniffed, label)
     if facts is None:
         return None
-    _check_storages(zf, raw, total, prefix, facts, sniffed, label + pkl)
-    check_tensors(sniffed, facts, label + pkl)
     if f"{prefix}byteorder" in names:
         try:
             order = zf.read(f"{prefix}byteorder")[:16]
@@ -282,12 +290,10 @@ def _analyze_torchscript(zf: zipfile.ZipFile, raw: IO[bytes], total: int, names:
     prefix = _zip_prefix(names)
     facts = None
     if f"{prefix}data.pkl" in names:
-        facts = _read_pickle(zf, f"{prefix}data.pkl", sniffed)
+        facts = _read_data_pkl(zf, raw, total, prefix, sniffed)
     else:
         sniffed.problems.append(f"the archive has no {prefix}data.pkl record")
     if facts is not None:
-        _check_storages(zf, raw, total, prefix, facts, sniffed, f"{prefix}data.pkl")
-        check_tensors(sniffed, facts, f"{prefix}data.pkl")
         sniffed.tensors = tensor_infos(facts)
         count_tags(sniffed, facts)
         sniffed.content = "TorchScript " + facts.kind
