@@ -20,7 +20,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from harness.matrix import Matrix, parse_overrides, posargs, requirements  # noqa: E402
+from harness.matrix import Matrix, find_python, parse_overrides, posargs, requirements  # noqa: E402
 from harness.runtime.errors import InputError  # noqa: E402
 from harness.runtime.versions import release  # noqa: E402
 
@@ -61,6 +61,12 @@ MATRIX = _matrix()
 PLAN = MATRIX.plan()
 SAVE_IDS = [e.label for e in PLAN.save]
 LOAD_IDS = [e.label for e in PLAN.load]
+
+
+def _interpreter(python: str) -> str:
+    # The machine's interpreter by path where one is found: pyenv's shims run
+    # only the versions `pyenv global` lists, and old releases need old Pythons.
+    return find_python(python) or python
 
 
 def _install_env(session: nox.Session, torch: str, requirements: list) -> None:
@@ -105,7 +111,7 @@ def _env(label: str, envs: list):
 
 
 @nox.session(requires=["cases"], default=False)
-@nox.parametrize(("python", "env"), [(e.python, e.label) for e in PLAN.save], ids=SAVE_IDS)
+@nox.parametrize(("python", "env"), [(_interpreter(e.python), e.label) for e in PLAN.save], ids=SAVE_IDS)
 def save(session: nox.Session, env: str) -> None:
     """Save every case in every format in one env."""
     e = _env(env, PLAN.save)
@@ -120,7 +126,7 @@ def save(session: nox.Session, env: str) -> None:
 
 
 @nox.session(default=False)
-@nox.parametrize(("python", "env"), [(e.python, e.label) for e in PLAN.load], ids=LOAD_IDS)
+@nox.parametrize(("python", "env"), [(_interpreter(e.python), e.label) for e in PLAN.load], ids=LOAD_IDS)
 def load(session: nox.Session, env: str) -> None:
     """Load every saved artifact under every load option in one env."""
     e = _env(env, PLAN.load)
@@ -150,7 +156,7 @@ def report(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
-@nox.parametrize(("python", "env"), [(e.python, e.label) for e in PLAN.load], ids=LOAD_IDS)
+@nox.parametrize(("python", "env"), [(_interpreter(e.python), e.label) for e in PLAN.load], ids=LOAD_IDS)
 def check_env(session: nox.Session, env: str) -> None:
     """Check the files after -- in one env (JSON into reports/check/)."""
     e = _env(env, PLAN.load)
@@ -183,6 +189,8 @@ def check(session: nox.Session) -> None:
 )
 def roundtrip(session: nox.Session) -> None:
     """Save in every env, load in every env, report: the product's main job."""
+    for note in PLAN.notes:
+        session.log(note)
     for label, why in PLAN.skipped:
         session.log(f"skipped env {label}: {why}")
     session.log(f"report: {REPORTS / 'index.html'}  summary: {REPORTS / 'summary.md'}")

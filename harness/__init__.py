@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "build_id"]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)  # functools.cache is 3.9+; the runtime runs on 3.8
 def build_id() -> str:
     """The version plus a digest of `harness.runtime`, the code that saves and loads.
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Callable, NoReturn, Optional
 
 from harness import __version__
 from harness.runtime.defaults import DEFAULT_TIMEOUT, PROG
@@ -28,7 +28,7 @@ from harness.runtime.errors import HarnessError, InputError
 
 __all__ = ["build_parser", "main"]
 
-Command = Callable[[argparse.Namespace], int]
+Command = Callable[[argparse.Namespace], int]  # typing.Callable: save and load run this on 3.8
 
 
 class _Parser(argparse.ArgumentParser):

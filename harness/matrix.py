@@ -14,6 +14,10 @@ numpy imports cleanly), never feature switches: the runtime detects features.
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -26,22 +30,31 @@ from harness.runtime.errors import InputError
 from harness.runtime.format_names import FORMAT_NAMES
 from harness.runtime.versions import matches, release
 
-__all__ = ["PYTHON_SUPPORT", "Env", "Matrix", "Plan", "parse_overrides", "posargs", "python_support", "requirements"]
+__all__ = [
+    "PYTHON_SUPPORT", "Env", "Matrix", "Plan", "find_python", "parse_overrides", "pick_python", "posargs", "python_support",
+    "requirements",
+]
 
-#: CPython versions with Linux wheels on PyPI, per torch minor release
-#: (read from PyPI's file list, 2026-11; a newer torch than the table knows
-#: is assumed to support what the newest known one does).
+#: CPython versions with Linux x86_64 wheels on PyPI, per torch minor release
+#: (read from PyPI with ``uv pip compile --python-version``, 2026-12; a newer
+#: torch than the table knows is assumed to support what the newest known one
+#: does). The harness's own floor, MIN_PYTHON, cuts the low end.
 PYTHON_SUPPORT = {
+    (1, 4): ("3.6", "3.8"), (1, 5): ("3.6", "3.8"), (1, 6): ("3.7", "3.8"), (1, 7): ("3.7", "3.9"),
+    (1, 8): ("3.7", "3.9"), (1, 9): ("3.7", "3.9"), (1, 10): ("3.7", "3.9"), (1, 11): ("3.7", "3.10"),
+    (1, 12): ("3.7", "3.10"), (1, 13): ("3.7", "3.11"),
     (2, 0): ("3.8", "3.11"), (2, 1): ("3.8", "3.11"), (2, 2): ("3.8", "3.12"), (2, 3): ("3.8", "3.12"),
     (2, 4): ("3.8", "3.12"), (2, 5): ("3.9", "3.13"), (2, 6): ("3.9", "3.13"), (2, 7): ("3.9", "3.13"),
     (2, 8): ("3.9", "3.13"), (2, 9): ("3.10", "3.14"), (2, 10): ("3.10", "3.14"), (2, 11): ("3.10", "3.14"),
     (2, 12): ("3.10", "3.14"), (2, 13): ("3.10", "3.14"), (2, 14): ("3.10", "3.14"), (2, 15): ("3.11", "3.15"),
 }
-#: The harness itself needs Python 3.9+ and torch 2.0+.
-MIN_PYTHON = "3.9"
-MIN_TORCH = "2.0"
-#: torch < 2.3 was built against numpy 1.x and warns or fails beside numpy 2.
-NUMPY_2_FROM = "2.3"
+#: The runtime runs on Python 3.8+ and torch 1.4+ (feature detection does the rest).
+MIN_PYTHON = "3.8"
+MIN_TORCH = "1.4"
+#: numpy that imports cleanly beside each torch, first match wins: torch < 2.3
+#: was built against numpy 1.x and fails or warns beside numpy 2, and torch
+#: 1.4's wheels predate numpy 1.20's C API changes.
+NUMPY_PINS = (("<1.5", "numpy<1.20"), ("<2.3", "numpy<2"), ("*", "numpy>=2"))
 
 
 def python_support(torch: str) -> tuple[str, str]:
@@ -53,11 +66,57 @@ def python_support(torch: str) -> tuple[str, str]:
     return PYTHON_SUPPORT[newest] if minor > newest else PYTHON_SUPPORT[min(PYTHON_SUPPORT)]
 
 
+def _supports(torch: str, python: str) -> bool:
+    low, high = python_support(torch)
+    return release(max(low, MIN_PYTHON, key=release)) <= release(python) <= release(high)
+
+
 def requirements(torch: str) -> list[str]:
     """What an env of this torch installs besides the harness."""
-    reqs = [f"torch=={torch}", "safetensors>=0.3"]
-    reqs.append("numpy>=2" if matches(torch, f">={NUMPY_2_FROM}") else "numpy<2")
-    return reqs
+    numpy = next(pin for spec, pin in NUMPY_PINS if matches(torch, spec))
+    return [f"torch=={torch}", "safetensors>=0.3", numpy]
+
+
+def find_python(version: str) -> Optional[str]:
+    """An interpreter of this CPython minor on the machine (PATH, then pyenv), or None.
+
+    pyenv's shims answer for every installed version but run only the ones
+    `pyenv global` lists, so a candidate counts only once it has run.
+    """
+    candidates = [shutil.which(f"python{version}")]
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates += sorted((str(p) for p in root.glob(f"{version}.*/bin/python{version}")), reverse=True)
+    for exe in candidates:
+        if exe and _runs(exe, version):
+            return exe
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _runs(exe: str, version: str) -> bool:
+    try:
+        out = subprocess.run([exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == version
+
+
+def pick_python(torch: str, have: Callable[[str], bool]) -> Optional[str]:
+    """The Python for a torch release that none of the configured ones supports.
+
+    The newest CPython it has wheels for that the machine has (`have`), so a
+    wide matrix runs old releases without asking for their Python by name.
+    """
+    low, high = python_support(torch)
+    low = max(low, MIN_PYTHON, key=release)
+    minor = release(high)[1]
+    while minor >= release(low)[1]:
+        python = f"3.{minor}"
+        if have(python):
+            return python
+        minor -= 1
+    return None
 
 
 @dataclass(frozen=True)
@@ -82,6 +141,7 @@ class Plan:
     save: list[Env]
     load: list[Env]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (label, reason)
+    notes: list[str] = field(default_factory=list)  # choices made for the user (a Python picked for an old torch)
 
 
 @dataclass(frozen=True)
@@ -98,18 +158,37 @@ class Matrix:
     user_cases: tuple[str, ...] = ()
     #: extra requirements every env installs (the package your user cases live in, ...)
     install: tuple[str, ...] = ()
+    #: named matrices (``[tool.torch-roundtrip.matrix.NAME]``) that ``--matrix NAME`` selects;
+    #: each table overrides the keys it gives
+    named: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
     @classmethod
     def from_table(cls, table: dict[str, Any], where: str = "[tool.torch-roundtrip]") -> Matrix:
-        known = set(cls.__dataclass_fields__)
+        table = dict(table)
+        named = table.pop("matrix", {})
+        known = set(cls.__dataclass_fields__) - {"named"}
         for key in table:
             if key not in known:
-                msg = f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})"
+                msg = f"{where}: unknown key {key!r} (known: {', '.join(sorted(known | {'matrix'}))})"
                 raise InputError(msg)
+        if not isinstance(named, dict) or not all(isinstance(t, dict) for t in named.values()):
+            raise InputError(f"{where}: matrix must hold tables, e.g. [tool.torch-roundtrip.matrix.history]")
+        for name, sub in named.items():
+            cls.from_table(sub, f"{where} matrix.{name}")  # refuse a bad named matrix when it is read
         kw: dict[str, Any] = {}
         for key, value in table.items():
             kw[key] = tuple(str(v) for v in value) if isinstance(value, list) else value
+        kw["named"] = tuple((name, tuple(sub.items())) for name, sub in named.items())
         return cls(**kw).validated(where)
+
+    def select(self, name: str) -> Matrix:
+        """This matrix with the named one's keys applied (``--matrix NAME``)."""
+        tables = dict(self.named)
+        if name not in tables:
+            known = ", ".join(tables) or "none are configured"
+            raise InputError(f"no matrix named {name!r} in [tool.torch-roundtrip.matrix] (known: {known})")
+        changes: dict[str, Any] = {k: tuple(str(x) for x in v) if isinstance(v, list) else v for k, v in tables[name]}
+        return replace(self, **changes).validated(f"matrix {name}")
 
     @classmethod
     def from_pyproject(cls, path: Path) -> Matrix:
@@ -141,31 +220,38 @@ class Matrix:
                 raise InputError(f"{where}: format {f!r} is not one of {', '.join(FORMAT_NAMES)}")
         return self
 
-    def plan(self) -> Plan:
-        """Every save env and load env that can exist; the rest, with reasons."""
-        save, load, skipped = [], [], []
+    def plan(self, have: Optional[Callable[[str], bool]] = None) -> Plan:
+        """Every save env and load env that can exist; the rest, with reasons.
+
+        A torch release none of the configured Pythons has wheels for gets
+        the newest Python it supports that the machine has (`have`, by
+        default `find_python`), so ``--torch 1.4.0 2.15.0`` works as given.
+        """
+        have = have or (lambda v: find_python(v) is not None)
+        save, load, skipped, notes = [], [], [], []
         load_devices = ["cpu"] + (["cuda"] if "cuda" in self.devices else [])
         for torch in self.torch:
             low, high = python_support(torch)
-            for python in self.python:
-                why = None
-                if release(python) < release(MIN_PYTHON):
-                    why = f"the harness needs Python {MIN_PYTHON}+"
-                elif not (release(low) <= release(python) <= release(high)):
-                    why = f"torch {torch} has wheels for Python {low} to {high} only"
-                for device in self.devices:
-                    env = Env(torch, python, device)
-                    if why:
-                        skipped.append((env.label, why))
-                    else:
-                        save.append(env)
-                for device in load_devices:
-                    if not why:
-                        load.append(Env(torch, python, device))
+            pythons = [p for p in self.python if _supports(torch, p)]
+            if pythons:
+                why = f"torch {torch} has wheels for Python {low} to {high} only"
+                skipped += [(Env(torch, p, d).label, why) for p in self.python if p not in pythons for d in self.devices]
+            else:
+                picked = pick_python(torch, have)
+                if picked is None:
+                    why = (f"torch {torch} has wheels for Python {low} to {high} only, and this machine has none "
+                           f"of them from {MIN_PYTHON} on (pyenv install {high})")
+                    skipped += [(Env(torch, p, d).label, why) for p in self.python for d in self.devices]
+                    continue
+                notes.append(f"torch {torch} has no wheels for Python {', '.join(self.python)}: using {picked}")
+                pythons = [picked]
+            for python in pythons:
+                save += [Env(torch, python, device) for device in self.devices]
+                load += [Env(torch, python, device) for device in load_devices]
         if not save:
             reasons = "; ".join(f"{label}: {why}" for label, why in skipped) or "the matrix is empty"
             raise InputError(f"no env of the matrix can exist ({reasons})")
-        return Plan(save, load, skipped)
+        return Plan(save, load, skipped, notes)
 
     def corpus_args(self) -> list[str]:
         return ["--generated", str(self.generated), "--seed", str(self.seed)]
@@ -177,6 +263,7 @@ _SESSION_OPTIONS = ("--trust", "--quick")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nox -s roundtrip --", add_help=False)
+    p.add_argument("--matrix")
     p.add_argument("--torch", nargs="+")
     p.add_argument("--python", nargs="+")
     p.add_argument("--device", "--devices", dest="devices", nargs="+")
@@ -192,8 +279,10 @@ def _parser() -> argparse.ArgumentParser:
 def parse_overrides(matrix: Matrix, args: Sequence[str], warn: Optional[Callable[[str], None]] = None) -> Matrix:
     """`matrix` with the command-line overrides in `args` applied.
 
-    Formats may be given space- or comma-separated. ``--device cuda`` adds real
-    CUDA envs to the configured devices; other lists replace the configured ones.
+    ``--matrix NAME`` starts from a named matrix of pyproject.toml, and the
+    other options apply on top of it. Formats may be given space- or
+    comma-separated. ``--device cuda`` adds real CUDA envs to the configured
+    devices; other lists replace the configured ones.
     """
     ns, unknown = _parser().parse_known_args(list(args))
     # Bare words are other sessions' arguments (the files of `check`); only
@@ -202,7 +291,9 @@ def parse_overrides(matrix: Matrix, args: Sequence[str], warn: Optional[Callable
     if unknown and warn is not None:
         # The same arguments reach every session (pytest's, load's --cell):
         # say what the matrix ignores rather than refuse it.
-        warn(f"matrix: ignoring {' '.join(unknown)} (matrix options: --torch, --python, --device, --formats, --generated, --seed, --timeout, --user-case, --install)")
+        warn(f"matrix: ignoring {' '.join(unknown)} (matrix options: --matrix, --torch, --python, --device, --formats, --generated, --seed, --timeout, --user-case, --install)")
+    if ns.matrix:
+        matrix = matrix.select(ns.matrix)
     changes: dict[str, Any] = {}
     for key in ("torch", "python", "formats", "user_cases", "install"):
         value = getattr(ns, key)

@@ -25,7 +25,7 @@ from harness.runtime.results import CellResult, Outcome  # noqa: E402
 from harness.runtime.runner.cell import CaseContext, run_cell  # noqa: E402
 from harness.runtime.runner.save import save_case  # noqa: E402
 
-CASES = ("simple_net", "special_values", "mixed_dtypes", "tied_lm")
+CASES = ("simple_net", "special_values", "mixed_dtypes", "tied_lm", "cnn_batchnorm")
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,9 @@ class Damaging:
 
     def load(self, directory, options, ctx):
         return self.damage(self.fmt.load(directory, options, ctx))
+
+    def recover(self, loaded, expected):
+        return self.fmt.recover(loaded, expected)
 
 
 def cell(saved, case, fmt_name, options, damage=None):
@@ -202,3 +205,26 @@ def test_poison_reveals_a_tensor_the_load_forgot(saved, monkeypatch):
     assert (d["tensor"], d["aspect"], d["index"]) == ("fc1.bias", "bits", [0])
     assert d["actual"].startswith("0xa5a5a5a5")
     assert forward["aspect"] == "forward"  # and the model computes something else
+
+
+def _hide_buffers(names, flip=False):
+    """A TorchScript load as an old archive looks in a newer torch: buffers only as attributes."""
+    def damage(loaded):
+        for name in names:
+            t, _ = loaded.snapshot.tensors.pop(name)
+            if flip:
+                t.view(-1).view(torch.int32)[0] ^= 1
+        return loaded
+    return damage
+
+
+def test_buffers_found_as_attributes_are_compared_bit_for_bit(saved):
+    ts = LoadOptions(map_location="cpu")
+    names = ["bn1.running_mean", "bn1.running_var"]
+    ok = cell(saved, "cnn_batchnorm", "torchscript", ts, _hide_buffers(names))
+    assert ok.outcome == Outcome.PASS, ok.detail
+    assert any(n.startswith("torchscript_buffers_as_attributes: bn1.running_mean, bn1.running_var") for n in ok.notes)
+    bad = cell(saved, "cnn_batchnorm", "torchscript", ts, _hide_buffers(names[:1], flip=True))
+    assert bad.outcome == Outcome.MISMATCH  # the bits, and (same kernels) the forward that uses them
+    d = bad.differences[0]
+    assert (d["tensor"], d["aspect"]) == ("bn1.running_mean", "bits")

@@ -19,6 +19,12 @@ OLD_TORCH_CUDA = ("Weights only load failed. Re-running `torch.load` with `weigh
                   "but it can result in arbitrary code execution. Do it only if you got the file from a trusted source.\n "
                   "Please file an issue with the following so that we can make `weights_only=True` compatible with your use "
                   "case: WeightsUnpickler error: " + CUDA)
+KMAX = ("version_ <= kMaxSupportedFileFormatVersion INTERNAL ASSERT FAILED at /pytorch/caffe2/serialize/inline_container.cc:132, "
+        "please report a bug to PyTorch. Attempted to read a PyTorch file with version 3, but the maximum supported version "
+        "for reading is 2. Your PyTorch installation may be too old.")
+OLD_WEIGHTS_ONLY = ("Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely succeed, "
+                    "but it can result in arbitrary code execution.Do it only if you get the file from a trusted source. "
+                    "WeightsUnpickler error: Unsupported operand ")
 PREFIX = ('Error(s) in loading state_dict for CaseModel:\n\tMissing key(s) in state_dict: "fc1.weight", "fc1.bias". \n\t'
           'Unexpected key(s) in state_dict: "_orig_mod.fc1.weight", "_orig_mod.fc1.bias". ')
 
@@ -38,6 +44,21 @@ PREFIX = ('Error(s) in loading state_dict for CaseModel:\n\tMissing key(s) in st
     ("ModuleNotFoundError", "No module named 'mymodels'", "full_model", {}, "class_not_importable", "importable"),
     ("FactoryUnavailable", "user case mymodels:make: cannot import it in this env", "state_dict", {}, "user_case_not_importable", "install"),
     ("RuntimeError", "PytorchStreamReader failed reading zip archive: failed finding central directory", "state_dict", {}, "corrupt_file", "re-copy"),
+    # Releases far apart: the messages torch 1.4 and 1.13 give (measured in the history matrix)
+    ("RuntimeError", KMAX, "state_dict", {}, "file_from_newer_torch", "_use_new_zipfile_serialization=False"),
+    ("RuntimeError", KMAX, "torchscript", {}, "file_from_newer_torch", "oldest torch"),
+    ("RuntimeError", "[enforce fail at inline_container.cc:197] . file not found: model/version", "torchscript", {},
+     "file_from_newer_torch", "upgrade this torch"),
+    ("AttributeError", "Can't get attribute 'ComplexFloatStorage' on <module 'torch' from '/x/torch/__init__.py'>",
+     "state_dict_legacy", {}, "dtype_missing_here", "view_as_real"),
+    ("AttributeError", "module 'torch' has no attribute 'uint16'", "state_dict", {}, "dtype_missing_here", "uint16"),
+    ("ValueError", "too many values to unpack (expected 3)", "state_dict", {}, "sparse_from_newer_torch", "2.1"),
+    ("RuntimeError", "size is inconsistent with indices: for dim 0, size is 5 but found index 94656004457006",
+     "state_dict", {}, "sparse_indices_corrupt", "1.7"),
+    ("RuntimeError", "found negative index -8328691271314601382 for dim 0", "checkpoint", {}, "sparse_indices_corrupt", "1.7"),
+    ("UnpicklingError", OLD_WEIGHTS_ONLY + "71", "checkpoint", {"weights_only": "true"}, "weights_only_opcode_unknown", "upgrade"),
+    ("RuntimeError", "Unknown builtin op: aten::scaled_dot_product_attention.\nHere are some suggestions: ...", "torchscript", {},
+     "torchscript_op_missing", "oldest torch"),
 ])
 def test_known_failures(etype, message, fmt, load, code, fix_words):
     d = diagnose(etype, message, fmt, load)
@@ -68,3 +89,14 @@ def test_terminal_codes_are_stripped_from_recorded_errors():
     # every CSI sequence, not only colours: a cursor move or an erase too
     assert clean("\x1b[2K\x1b[1Gloading\x1b[?25l done ") == "loading done"
     assert clean("x" * 50, limit=10) == "x" * 10
+
+
+def test_an_unknown_code_opcode_is_not_called_an_old_unpickler():
+    # INST (0x69) builds an object by calling a class: "upgrade torch" would be the wrong advice.
+    d = diagnose("UnpicklingError", OLD_WEIGHTS_ONLY + "105", "checkpoint", {"weights_only": "true"})
+    assert d is None or d.code != "weights_only_opcode_unknown"
+
+
+def test_a_missing_class_that_is_not_a_storage_stays_a_class():
+    d = diagnose("AttributeError", "Can't get attribute 'MyNet' on <module '__main__'>", "full_model", {})
+    assert d is not None and d.code == "class_not_importable"

@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import inspect
 import random
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -38,6 +40,7 @@ from harness.runtime.dtypes import int_view_dtype, special_bits, to_dtype
 from harness.runtime.errors import FactoryUnavailable, SpecError, Unsupported
 from harness.runtime.layers import KINDS, Sig, input_shape
 from harness.runtime.spec import CONTAINERS, Spec, child_items
+from harness.runtime.storage import storage_span, untyped_storage
 
 __all__ = [
     "POISON_BYTE",
@@ -117,16 +120,16 @@ def _construct(node: dict[str, Any], where: str) -> nn.Module:
         if kind == "module_list":
             return nn.ModuleList([m for _, m in built])
         if kind == "module_dict":
-            return nn.ModuleDict(dict(built))
-        from collections import OrderedDict
-
+            # An OrderedDict: torch < 1.5 sorted the keys of a plain dict.
+            return nn.ModuleDict(OrderedDict(built))
         return nn.Sequential(OrderedDict(built))
     layer = KINDS[kind]
     fields = {f.name: node.get(f.name, f.default) for f in layer.fields}
     dtype = to_dtype(node.get("dtype", "float32")) if layer.has_params else None
     try:
         return layer.build(fields, dtype)
-    except (TypeError, AttributeError, RuntimeError, NotImplementedError) as e:
+    except (TypeError, AttributeError, RuntimeError, NotImplementedError, ZeroDivisionError, ValueError) as e:
+        # ZeroDivisionError: torch < 1.5's fan-in init on a zero-size layer
         msg = f"{where}: this torch cannot build {kind} with dtype {node.get('dtype', 'float32')}: {type(e).__name__}: {e}"
         raise Unsupported(msg) from e
 
@@ -141,6 +144,8 @@ def _formula(n: int, dtype_name: str, seed: int) -> torch.Tensor:
         return (k % 127).to(to_dtype(dtype_name)) if dtype_name in ("int8", "uint8") else k.to(to_dtype(dtype_name))
     real = k.to(torch.float64) / 64
     if dtype_name == "complex64":
+        if not hasattr(torch, "complex"):
+            raise Unsupported("this torch has no complex tensors (torch.complex)")
         imag = ((i * 104729 + seed) % 997 - 498).to(torch.float64) / 32
         return torch.complex(real.float(), imag.float())
     return real.to(to_dtype(dtype_name))
@@ -181,10 +186,21 @@ def _extra_tensor(spec_t: dict[str, Any], seed: int, index: int) -> torch.Tensor
     return _fill(spec_t["shape"], dtype_name, spec_t.get("fill", "formula"), seed + index)
 
 
+def _submodule(model: nn.Module, path: str) -> nn.Module:
+    """``model.get_submodule(path)``, which torch < 1.9 lacks: AttributeError when there is none."""
+    module = model
+    for part in path.split(".") if path else ():
+        child = module._modules.get(part)
+        if child is None:
+            raise AttributeError(f"{type(module).__name__} has no submodule {part!r}")
+        module = child
+    return module
+
+
 def _resolve(model: nn.Module, path: str, where: str) -> tuple[nn.Module, str]:
     owner_path, _, attr = path.rpartition(".")
     try:
-        owner = model.get_submodule(owner_path) if owner_path else model
+        owner = _submodule(model, owner_path)
     except AttributeError:
         raise SpecError(where, f"no module at {owner_path!r}") from None
     if attr not in owner._parameters and attr not in owner._buffers:
@@ -194,7 +210,7 @@ def _resolve(model: nn.Module, path: str, where: str) -> tuple[nn.Module, str]:
 
 def _add_extras(model: nn.Module, spec: Spec, *, on_meta: bool) -> None:
     for i, t in enumerate(spec.data.get("tensors", [])):
-        owner = model.get_submodule(t["at"]) if t.get("at") else model
+        owner = _submodule(model, t.get("at") or "")
         if hasattr(owner, t["name"]):
             raise SpecError(f"tensors[{i}].name", f"{t['name']!r} already exists on {type(owner).__name__}")
         value = _extra_tensor(t, spec.seed, i)
@@ -202,8 +218,12 @@ def _add_extras(model: nn.Module, spec: Spec, *, on_meta: bool) -> None:
             value = value.to("meta")
         if t.get("kind", "buffer") == "parameter":
             owner.register_parameter(t["name"], nn.Parameter(value, requires_grad=t.get("requires_grad", value.is_floating_point() or value.is_complex())))
+        elif t.get("persistent", True):
+            owner.register_buffer(t["name"], value)
+        elif "persistent" in inspect.signature(owner.register_buffer).parameters:
+            owner.register_buffer(t["name"], value, persistent=False)
         else:
-            owner.register_buffer(t["name"], value, persistent=t.get("persistent", True))
+            raise Unsupported(f"tensors[{i}]: this torch has no non-persistent buffers (register_buffer has no persistent=)")
 
 
 def _tie(model: nn.Module, spec: Spec) -> None:
@@ -249,6 +269,8 @@ def _relayout(model: nn.Module, spec: Spec, *, on_meta: bool) -> None:
                 if old.dim() == 4:
                     new = old.detach().contiguous(memory_format=torch.channels_last)
                 elif old.dim() == 5:
+                    if not hasattr(torch, "channels_last_3d"):
+                        raise Unsupported(f"layout[{i}]: this torch has no torch.channels_last_3d")
                     new = old.detach().contiguous(memory_format=torch.channels_last_3d)
                 else:
                     raise SpecError(f"layout[{i}].at", f"channels_last needs a 4-D or 5-D tensor, {lay['at']} is {old.dim()}-D")
@@ -270,10 +292,15 @@ def _relayout(model: nn.Module, spec: Spec, *, on_meta: bool) -> None:
 
 
 def _parametrize(model: nn.Module, spec: Spec) -> None:
-    from torch.nn.utils import parametrizations
+    if not spec.data.get("parametrize"):
+        return
+    try:
+        from torch.nn.utils import parametrizations
+    except ImportError:
+        raise Unsupported("this torch has no torch.nn.utils.parametrizations") from None
 
     for i, par in enumerate(spec.data.get("parametrize", [])):
-        owner = model.get_submodule(par["at"]) if par.get("at") else model
+        owner = _submodule(model, par.get("at") or "")
         name = par.get("param", "weight")
         if name not in owner._parameters:
             raise SpecError(f"parametrize[{i}].param", f"{type(owner).__name__} has no parameter {name!r}")
@@ -388,21 +415,23 @@ def poison(model: nn.Module) -> None:
         for name in getattr(mod, "_non_persistent_buffers_set", ()):
             buf = mod._buffers.get(name)
             if buf is not None and not buf.is_sparse:  # sparse tensors have no storage (and are never poisoned)
-                keep.add(buf.untyped_storage().data_ptr())
+                keep.add(storage_span(buf)[0])
     done: set[int] = set()
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_sparse or t.device.type == "meta":
             continue
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr in keep or ptr in done or storage.nbytes() == 0:
+        ptr, nbytes = storage_span(t)
+        if ptr in keep or ptr in done or nbytes == 0:
             continue
         done.add(ptr)
         if t.device.type == "cpu":
-            ctypes.memset(ptr, POISON_BYTE, storage.nbytes())
-        else:
-            with torch.no_grad():
-                torch.empty(0, dtype=torch.uint8, device=t.device).set_(storage).fill_(POISON_BYTE)
+            ctypes.memset(ptr, POISON_BYTE, nbytes)
+            continue
+        storage = untyped_storage(t)
+        if storage is None:
+            raise Unsupported(f"this torch has no untyped_storage() to poison a {t.device.type} tensor's bytes")
+        with torch.no_grad():
+            torch.empty(0, dtype=torch.uint8, device=t.device).set_(storage).fill_(POISON_BYTE)
 
 
 @contextlib.contextmanager

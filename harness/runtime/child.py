@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Optional, TextIO
+from typing import IO, Any, Dict, Optional, TextIO
 
 __all__ = [
     "Child",
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: One protocol message: a JSON object.
-Message = dict[str, Any]
+Message = Dict[str, Any]  # typing.Dict: the runtime runs on 3.8
 
 
 class ChildDied(Exception):

@@ -57,6 +57,25 @@ _PROTOCOL_4_OPCODES = frozenset(range(0x8C, 0x99))
 _OPERAND = re.compile(r"Unsupported operand (\d+)")
 
 
+#: Opcodes of protocol 2 that torch 1.13's weights_only unpickler did not know yet.
+_OPCODE_NAMES = {0x47: "BINFLOAT (a Python float)", 0x4A: "BININT", 0x4D: "BININT2", 0x8A: "LONG1"}
+
+
+def _weights_only_opcode(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
+    m = _OPERAND.search(msg)
+    # Only opcodes that build plain data: an unknown INST or OBJ is a file
+    # that runs code, and "upgrade" would be the wrong advice for it.
+    if not m or int(m.group(1)) not in _OPCODE_NAMES:
+        return None
+    name = _OPCODE_NAMES[int(m.group(1))]
+    return Diagnosis(
+        "weights_only_opcode_unknown",
+        f"this torch's weights_only unpickler does not know pickle opcode {name}, which the file uses "
+        "(early weights_only, before torch 2.0, read only a subset of protocol 2)",
+        "upgrade this torch (2.0 or newer reads it with weights_only=True), or, if you trust the file, torch.load(f, weights_only=False)",
+    )
+
+
 def _pickle_protocol(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     m = _OPERAND.search(msg)
     if not m or int(m.group(1)) not in _PROTOCOL_4_OPCODES:
@@ -186,6 +205,90 @@ def _export_schema(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Opti
     )
 
 
+def _file_from_newer_torch(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
+    # torch < 1.6 asserts on a zip whose format version is above its maximum
+    # ("please report a bug"), or looks for the version record where older
+    # archives kept it; both mean the writer was newer than the reader.
+    if "kMaxSupportedFileFormatVersion" not in msg and not re.search(r"file not found: \S*version\b", msg):
+        return None
+    if fmt == "torchscript":
+        fix = "script or trace and save the model under the oldest torch that must load it, or upgrade this torch"
+    else:
+        fix = ("in the newer torch, re-save with torch.save(obj, f, _use_new_zipfile_serialization=False) "
+               "(the legacy format every release reads), or upgrade this torch")
+    return Diagnosis(
+        "file_from_newer_torch",
+        "the file is a zip archive written by a newer torch, with a file format version above what this torch reads "
+        "(torch reports it as an internal assert)",
+        fix,
+    )
+
+
+_STORAGE_DTYPES = {
+    "ComplexFloat": "complex64", "ComplexDouble": "complex128", "ComplexHalf": "complex32", "BFloat16": "bfloat16",
+    "UInt16": "uint16", "UInt32": "uint32", "UInt64": "uint64",
+}
+_MISSING_STORAGE = re.compile(r"Can't get attribute '(\w+)Storage' on <module 'torch'")
+_MISSING_DTYPE = re.compile(r"module 'torch' has no attribute '((?:complex|bfloat|float8|uint|bits)\w*)'")
+
+
+def _dtype_missing(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
+    m = _MISSING_STORAGE.search(msg)
+    if m:
+        dtype, what = _STORAGE_DTYPES.get(m.group(1), m.group(1)), f"torch.{m.group(1)}Storage"
+    else:
+        m = _MISSING_DTYPE.search(msg)
+        if not m:
+            return None
+        dtype = what = m.group(1)
+    return Diagnosis(
+        "dtype_missing_here",
+        f"the file holds {dtype} tensors and this torch has no such dtype ({what} is missing): it predates them",
+        f"load it with a torch that has {dtype}, or convert those tensors before saving "
+        "(complex: torch.view_as_real; others: a wider dtype this torch has)",
+    )
+
+
+def _sparse_from_newer_torch(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
+    if etype != "ValueError" or "too many values to unpack (expected 3)" not in msg or fmt in ("safetensors", "exported", "torchscript"):
+        return None
+    return Diagnosis(
+        "sparse_from_newer_torch",
+        "a sparse COO tensor pickled by torch 2.1 or newer carries its coalesced flag (four rebuild arguments); "
+        "this torch's _rebuild_sparse_tensor unpacks three",
+        "upgrade this torch to 2.1 or newer, or save sparse tensors as plain ones (t._indices(), t._values(), t.shape) "
+        "and rebuild them with torch.sparse_coo_tensor",
+    )
+
+
+_BAD_SPARSE = re.compile(r"size is inconsistent with indices: for dim \d+, size is \d+ but found index \d+|found negative index -\d+ for dim")
+
+
+def _sparse_indices_corrupt(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
+    if not _BAD_SPARSE.search(msg):
+        return None
+    return Diagnosis(
+        "sparse_indices_corrupt",
+        "a sparse COO tensor came back with indices outside its size: torch before 1.7 reads (and may write) the "
+        "indices of sparse tensors in its legacy (non-zip) format from the wrong memory (pytorch/pytorch#33439); "
+        "otherwise the file is damaged",
+        "read and write files holding sparse tensors with torch 1.7 or newer, or save sparse tensors as plain ones "
+        "(t._indices(), t._values(), t.shape)",
+    )
+
+
+def _torchscript_op_missing(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
+    m = re.search(r"Unknown builtin op: ([\w:.]+)", msg)
+    if fmt != "torchscript" or not m:
+        return None
+    op = m.group(1).rstrip(".")
+    return Diagnosis(
+        "torchscript_op_missing",
+        f"the TorchScript archive calls {op}, an operator this torch does not have (it was written by a newer torch)",
+        "script or trace and save the model under the oldest torch that must load it, or upgrade this torch",
+    )
+
+
 def _user_case(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if etype != "FactoryUnavailable":
         return None
@@ -206,8 +309,11 @@ _RULES: tuple[Callable[[str, str, str, dict[str, Any]], Optional[Diagnosis]], ..
     # The CUDA rule first: old torch wraps its CUDA error in a weights_only one.
     # The code and protocol rules before the weights_only one: they are
     # weights_only failures too, but add_safe_globals is not their fix.
-    _cuda_on_cpu, _code_global, _pickle_protocol, _storage_size, _weights_only, _safetensors_corrupt,
-    _key_prefix, _meta_parametrization, _mmap_legacy, _missing_class, _export_archive_too_new, _export_schema, _user_case, _truncated,
+    # The dtype rule before the class rule: a missing storage class is a dtype.
+    _cuda_on_cpu, _code_global, _pickle_protocol, _weights_only_opcode, _storage_size, _weights_only, _safetensors_corrupt,
+    _key_prefix, _meta_parametrization, _mmap_legacy, _file_from_newer_torch, _dtype_missing, _missing_class,
+    _sparse_from_newer_torch, _sparse_indices_corrupt, _torchscript_op_missing,
+    _export_archive_too_new, _export_schema, _user_case, _truncated,
 )
 
 

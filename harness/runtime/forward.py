@@ -18,6 +18,7 @@ from harness.runtime.compare import Difference, first_difference, hex_value
 from harness.runtime.digest import contiguous_cpu, digest_tensor, raw_bytes
 from harness.runtime.dtypes import to_dtype
 from harness.runtime.manifest import Reference, Snapshot, TensorRecord, record_view
+from harness.runtime.storage import tensor_from_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -76,7 +77,7 @@ def _tensor_from(rec: TensorRecord, data: bytes, device: str) -> torch.Tensor:
     dtype = to_dtype(rec.dtype)
     if not data:
         return torch.empty(rec.shape, dtype=dtype, device=device)
-    return torch.frombuffer(bytearray(data), dtype=dtype).reshape(rec.shape).to(device)
+    return tensor_from_bytes(data, dtype, rec.shape).to(device)
 
 
 def saved_inputs(forward: dict[str, Any], reference: Path, device: str) -> tuple[torch.Tensor, ...]:

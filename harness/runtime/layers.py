@@ -14,14 +14,14 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["ACTIVATIONS", "KINDS", "REQUIRED", "Field", "LayerKind", "Sig", "input_shape"]
 
-Sig = tuple[str, int, str]
+Sig = Tuple[str, int, str]  # typing.Tuple: builtin generics are 3.9+, the runtime runs on 3.8
 
 #: Sizes used for synthetic inputs: small, so thousands of cells stay cheap.
 SEQ_LEN = 5
@@ -112,6 +112,31 @@ def _kwargs_supported(cls: type[torch.nn.Module], **kwargs: Any) -> dict[str, An
     return {k: v for k, v in kwargs.items() if k in params}
 
 
+def _make(
+    cls: type[torch.nn.Module], *args: Any, dtype: Optional[torch.dtype] = None,
+    defaults: Optional[dict[str, Any]] = None, **kwargs: Any,
+) -> torch.nn.Module:
+    """``cls(*args, **kwargs)`` in this torch's dialect (feature detection).
+
+    Modules take ``dtype=`` from torch 1.9 on; before it, the module is built
+    in the default dtype and cast, which leaves the same dtypes (only
+    floating-point tensors follow ``dtype`` either way). A keyword in
+    `defaults` that this torch's `cls` lacks is dropped when it asks for that
+    default (``batch_first=False`` is what a release without the knob does)
+    and makes the build fail otherwise, which the save turns into a skip.
+    """
+    params = inspect.signature(cls.__init__).parameters
+    for name, default in (defaults or {}).items():
+        if name in kwargs and name not in params:
+            if kwargs[name] != default:
+                raise TypeError(f"this torch's {cls.__name__} has no {name}= (asked for {kwargs[name]!r})")
+            del kwargs[name]
+    if "dtype" in params:
+        return cls(*args, dtype=dtype, **kwargs)
+    module = cls(*args, **kwargs)
+    return module if dtype is None else module.to(dtype)
+
+
 FLOATS = ("float32", "float64", "float16", "bfloat16")
 WITH_COMPLEX = FLOATS + ("complex64",)
 
@@ -134,15 +159,15 @@ def _nn() -> ModuleType:
 
 
 def _linear(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
-    return _nn().Linear(f["in_features"], f["out_features"], bias=f["bias"], dtype=dtype)
+    return _make(_nn().Linear, f["in_features"], f["out_features"], bias=f["bias"], dtype=dtype)
 
 
 def _conv(n: int, transpose: bool) -> Callable[[dict[str, Any], Optional[torch.dtype]], torch.nn.Module]:
     def build(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
         nn = _nn()
         cls = getattr(nn, f"Conv{'Transpose' if transpose else ''}{n}d")
-        return cls(
-            f["in_channels"], f["out_channels"], f["kernel_size"],
+        return _make(
+            cls, f["in_channels"], f["out_channels"], f["kernel_size"],
             padding=f["kernel_size"] // 2, groups=f["groups"], bias=f["bias"], dtype=dtype,
         )
 
@@ -152,7 +177,7 @@ def _conv(n: int, transpose: bool) -> Callable[[dict[str, Any], Optional[torch.d
 def _batch_norm(n: int) -> Callable[[dict[str, Any], Optional[torch.dtype]], torch.nn.Module]:
     def build(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
         cls = getattr(_nn(), f"BatchNorm{n}d")
-        return cls(f["num_features"], affine=f["affine"], track_running_stats=f["track_running_stats"], dtype=dtype)
+        return _make(cls, f["num_features"], affine=f["affine"], track_running_stats=f["track_running_stats"], dtype=dtype)
 
     return build
 
@@ -161,8 +186,8 @@ def _rnn(name: str) -> Callable[[dict[str, Any], Optional[torch.dtype]], torch.n
     def build(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
         cls = getattr(_nn(), name)
         extra = {"nonlinearity": f["nonlinearity"]} if name == "RNN" else {}
-        return cls(
-            f["input_size"], f["hidden_size"], num_layers=f["num_layers"], bias=f["bias"],
+        return _make(
+            cls, f["input_size"], f["hidden_size"], num_layers=f["num_layers"], bias=f["bias"],
             batch_first=f["batch_first"], bidirectional=f["bidirectional"], dtype=dtype, **extra,
         )
 
@@ -171,9 +196,10 @@ def _rnn(name: str) -> Callable[[dict[str, Any], Optional[torch.dtype]], torch.n
 
 def _encoder_layer(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
     nn = _nn()
-    return nn.TransformerEncoderLayer(
-        f["d_model"], f["nhead"], dim_feedforward=f["dim_feedforward"], dropout=f["dropout"],
-        activation=f["activation"], batch_first=f["batch_first"], norm_first=f["norm_first"], dtype=dtype,
+    return _make(
+        nn.TransformerEncoderLayer, f["d_model"], f["nhead"], dim_feedforward=f["dim_feedforward"],
+        dropout=f["dropout"], activation=f["activation"], batch_first=f["batch_first"], norm_first=f["norm_first"],
+        dtype=dtype, defaults={"batch_first": False, "norm_first": False},
     )
 
 
@@ -186,12 +212,13 @@ def _encoder(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module
 
 
 def _activation(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
-    nn = _nn()
-    cls = {
-        "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU,
-        "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "softplus": nn.Softplus,
-    }[f["fn"]]
-    return cls()
+    names = {
+        "relu": "ReLU", "gelu": "GELU", "tanh": "Tanh", "sigmoid": "Sigmoid", "silu": "SiLU",
+        "elu": "ELU", "leaky_relu": "LeakyReLU", "softplus": "Softplus",
+    }
+    # Looked up by name: older releases lack some (SiLU arrived in 1.7), and
+    # that must fail only the specs that ask for it.
+    return getattr(_nn(), names[f["fn"]])()
 
 
 def _features_in(name: str, *spaces: str) -> Callable[[dict[str, Any], Sig], bool]:
@@ -306,7 +333,7 @@ def _kinds() -> dict[str, LayerKind]:
             name="layer_norm",
             fields=(Field("normalized_shape", int, check=_positive), Field("elementwise_affine", bool, True)),
             dtypes=FLOATS,
-            build=lambda f, d: _nn().LayerNorm(f["normalized_shape"], elementwise_affine=f["elementwise_affine"], dtype=d),
+            build=lambda f, d: _make(_nn().LayerNorm, f["normalized_shape"], elementwise_affine=f["elementwise_affine"], dtype=d),
             accepts=_features_in("normalized_shape", "vec", "seq"),
             output=_same,
             natural_input=_natural("vec", "normalized_shape"),
@@ -319,7 +346,7 @@ def _kinds() -> dict[str, LayerKind]:
                 Field("affine", bool, True),
             ),
             dtypes=FLOATS,
-            build=lambda f, d: _nn().GroupNorm(f["num_groups"], f["num_channels"], affine=f["affine"], dtype=d),
+            build=lambda f, d: _make(_nn().GroupNorm, f["num_groups"], f["num_channels"], affine=f["affine"], dtype=d),
             accepts=_features_in("num_channels", "vec", "img1", "img2", "img3"),
             output=_same,
             natural_input=_natural("img2", "num_channels"),
@@ -334,7 +361,7 @@ def _kinds() -> dict[str, LayerKind]:
                       else "must be null or an index below num_embeddings"),
             ),
             dtypes=WITH_COMPLEX,
-            build=lambda f, d: _nn().Embedding(f["num_embeddings"], f["embedding_dim"], padding_idx=f["padding_idx"], dtype=d),
+            build=lambda f, d: _make(_nn().Embedding, f["num_embeddings"], f["embedding_dim"], padding_idx=f["padding_idx"], dtype=d),
             accepts=_features_in("num_embeddings", "tokens"),
             output=lambda f, sig: ("seq", f["embedding_dim"], sig[2]),
             natural_input=lambda f, dtype: ("tokens", f["num_embeddings"], dtype),
@@ -347,7 +374,7 @@ def _kinds() -> dict[str, LayerKind]:
                 Field("mode", str, "mean", _one_of("mean", "sum", "max")),
             ),
             dtypes=FLOATS,
-            build=lambda f, d: _nn().EmbeddingBag(f["num_embeddings"], f["embedding_dim"], mode=f["mode"], dtype=d),
+            build=lambda f, d: _make(_nn().EmbeddingBag, f["num_embeddings"], f["embedding_dim"], mode=f["mode"], dtype=d),
             accepts=_features_in("num_embeddings", "tokens"),
             output=lambda f, sig: ("vec", f["embedding_dim"], sig[2]),
             natural_input=lambda f, dtype: ("tokens", f["num_embeddings"], dtype),
@@ -365,9 +392,9 @@ def _kinds() -> dict[str, LayerKind]:
                 Field("batch_first", bool, False),
             ),
             dtypes=FLOATS,
-            build=lambda f, d: _nn().MultiheadAttention(
-                f["embed_dim"], f["num_heads"], bias=f["bias"], add_bias_kv=f["add_bias_kv"],
-                batch_first=f["batch_first"], dtype=d),
+            build=lambda f, d: _make(
+                _nn().MultiheadAttention, f["embed_dim"], f["num_heads"], bias=f["bias"], add_bias_kv=f["add_bias_kv"],
+                batch_first=f["batch_first"], dtype=d, defaults={"batch_first": False}),
             accepts=_features_in("embed_dim", "seq"),
             output=_same,
             natural_input=_natural("seq", "embed_dim"),

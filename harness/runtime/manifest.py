@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from harness.runtime.digest import ALGORITHM, contiguous_cpu, digest_tensor, raw_bytes
 from harness.runtime.dtypes import dtype_name
+from harness.runtime.storage import storage_span
 
 if TYPE_CHECKING:
     import torch
@@ -222,6 +223,19 @@ def flatten(obj: Any, prefix: str = "", snap: Optional[Snapshot] = None, role: s
     return snap
 
 
+def _all_parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter under every name it has, tied ones included."""
+    try:
+        return dict(module.named_parameters(remove_duplicate=False))
+    except TypeError:  # torch < 1.12 has no remove_duplicate: walk the modules' own tables
+        out = {}
+        for prefix, sub in module.named_modules():
+            for name, p in sub._parameters.items():
+                if p is not None:
+                    out[f"{prefix}.{name}" if prefix else name] = p
+        return out
+
+
 def module_snapshot(module: torch.nn.Module) -> Snapshot:
     """Parameters, persistent and non-persistent buffers of a module, and its ties."""
     import torch
@@ -229,10 +243,7 @@ def module_snapshot(module: torch.nn.Module) -> Snapshot:
     state = module.state_dict(keep_vars=True)
     # A ScriptModule hands back plain tensors from state_dict(keep_vars=True);
     # named_parameters() tells parameters apart in every kind of module.
-    try:
-        params = dict(module.named_parameters(remove_duplicate=False))
-    except TypeError:
-        params = dict(module.named_parameters())
+    params = _all_parameters(module)
     snap = Snapshot()
     by_id: dict[int, list[str]] = {}
     for name, t in state.items():
@@ -253,10 +264,10 @@ def module_snapshot(module: torch.nn.Module) -> Snapshot:
 def _storage_key(t: torch.Tensor) -> Optional[tuple[str, int]]:
     if t.layout != _strided() or t.device.type == "meta":
         return None
-    storage = t.untyped_storage()
-    if storage.nbytes() == 0:
+    ptr, nbytes = storage_span(t)
+    if nbytes == 0:
         return None
-    return (str(t.device), storage.data_ptr())
+    return (str(t.device), ptr)
 
 
 def _strided() -> torch.layout:

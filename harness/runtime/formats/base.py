@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
-from harness.runtime.manifest import Snapshot, flatten, module_snapshot
+from harness.runtime.manifest import Snapshot, View, flatten, module_snapshot
 
 if TYPE_CHECKING:
     import torch
@@ -84,6 +84,15 @@ class Format:
 
     def save(self, built: Built, directory: Path, prefix: Optional[str]) -> Saved:
         raise NotImplementedError
+
+    def recover(self, loaded: Loaded, expected: View) -> list[str]:
+        """Find saved tensors the load holds somewhere its snapshot does not look.
+
+        Adds them to ``loaded.snapshot`` and returns one note per kind of
+        place, so the tensors are still compared bit for bit and the reader
+        learns where they went. Most formats have no such place.
+        """
+        return []
 
     def variants(self, cuda: bool) -> list[LoadOptions]:
         raise NotImplementedError

@@ -47,13 +47,39 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
+def _canonical(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state dict in the one shape every release can be compared in.
+
+    Two things differ between releases by design, not by damage:
+    torch < 1.5 keys ``state`` and ``param_groups[*].params`` by
+    ``id(param)``, which differs in every process (``load_state_dict`` pairs
+    them by position anyway), so they are numbered by position as newer
+    releases do; and torch 1.12 made Adam's ``step`` a tensor, which
+    ``load_state_dict`` converts an older file's int into, so ``step`` is
+    compared as a number. Every other state tensor is compared as saved:
+    its dtype and device are what resuming must get right.
+    """
+    import torch
+
+    order = [p for group in state_dict.get("param_groups", []) for p in group.get("params", [])]
+    number = {p: i for i, p in enumerate(order)}
+    groups = [dict(g, params=[number[p] for p in g.get("params", [])]) for g in state_dict.get("param_groups", [])]
+    state = {}
+    for key, value in state_dict.get("state", {}).items():
+        if isinstance(value, dict) and "step" in value:
+            step = value["step"]
+            value = dict(value, step=float(step.item() if isinstance(step, torch.Tensor) else step))
+        state[number.get(key, key)] = value
+    return dict(state_dict, state=state, param_groups=groups)
+
+
 def resume_snapshot(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
     rng: dict[str, Any], step: int,
 ) -> Snapshot:
     snap = Snapshot()
     snap.merge(module_snapshot(model), "model.")
-    flatten(optimizer.state_dict(), "optimizer.", snap)
+    flatten(_canonical(optimizer.state_dict()), "optimizer.", snap)
     flatten(scheduler.state_dict(), "scheduler.", snap)
     flatten(rng, "rng.", snap)
     snap.values["step"] = step

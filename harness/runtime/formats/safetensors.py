@@ -6,6 +6,7 @@ pickle; ``save_model`` drops tied duplicates and ``load_model`` re-ties them.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +28,28 @@ def _st() -> ModuleType:
     return safetensors.torch
 
 
+@functools.lru_cache(maxsize=None)
+def _unusable() -> Optional[str]:
+    """Why safetensors cannot round-trip a tensor with this torch, or None.
+
+    The library installs beside any torch, but its loader calls torch APIs
+    that old releases lack (``torch.frombuffer`` arrived in 1.10): one tiny
+    round trip in memory tells, instead of a failed cell per file.
+    """
+    try:
+        st = _st()
+    except ImportError as e:
+        return f"safetensors is not installed in this env ({e})"
+    import torch
+
+    try:
+        st.load(st.save({"probe": torch.zeros(2)}))
+    except Exception as e:
+        version = getattr(__import__("safetensors"), "__version__", "?")
+        return f"safetensors {version} does not work with this torch: {type(e).__name__}: {e}"[:300]
+    return None
+
+
 class Safetensors(Format):
     name = "safetensors"
     summary = "safetensors.torch.save_model / load_model"
@@ -34,11 +57,7 @@ class Safetensors(Format):
     emulatable = False  # the file format has no device tags to emulate
 
     def unavailable(self) -> Optional[str]:
-        try:
-            _st()
-        except ImportError as e:
-            return f"safetensors is not installed in this env ({e})"
-        return None
+        return _unusable()
 
     def save(self, built: Built, directory: Path, prefix: Optional[str]) -> Saved:
         st = _st()

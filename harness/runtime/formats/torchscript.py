@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 from harness.runtime.errors import Unsupported
 from harness.runtime.formats.base import Format, LoadContext, Loaded, Saved
 from harness.runtime.load_options import LoadOptions, map_location_value
-from harness.runtime.manifest import module_snapshot
+from harness.runtime.manifest import View, module_snapshot
 
 if TYPE_CHECKING:
     from harness.runtime.builder import Built
@@ -61,3 +61,39 @@ class TorchScript(Format):
             kw["map_location"] = map_location_value(options.map_location)
         model = torch.jit.load(str(directory / self.filename), **kw)
         return Loaded("module", module_snapshot(model), module=model)
+
+    def recover(self, loaded: Loaded, expected: View) -> list[str]:
+        # Archives written by torch 1.4 record buffers as plain attributes
+        # for newer releases: state_dict() and named_buffers() omit them,
+        # though forward still uses them. Compare them anyway, and say so:
+        # re-saving such a module's state_dict() loses them.
+        if loaded.module is None:
+            return []
+        found = []
+        for name, rec in expected.tensors.items():
+            if name in loaded.snapshot.tensors or rec.role not in ("buffer", "buffer_np"):
+                continue
+            value = _attribute(loaded.module, name)
+            if value is not None:
+                loaded.snapshot.tensors[name] = (value, rec.role)
+                found.append(name)
+        if not found:
+            return []
+        shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        return [
+            f"torchscript_buffers_as_attributes: {shown} are not in this module's state_dict() or named_buffers(), "
+            "only attributes (an archive from an older torch); compared as attributes. Re-saving its state_dict() "
+            "would drop them: copy them by name, or re-script the model under this torch"
+        ]
+
+
+def _attribute(module: object, dotted: str) -> Optional[object]:
+    import torch
+
+    value = module
+    for part in dotted.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            return None
+    return value if isinstance(value, torch.Tensor) else None

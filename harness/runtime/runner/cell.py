@@ -130,6 +130,7 @@ def run_cell(
             if view is None:
                 msg = f"the manifest has no {loaded.view!r} view (saved by another harness version?)"
                 raise LookupError(msg)
+            recovered = fmt.recover(loaded, view)
             comparison = compare(view, loaded.snapshot, reference, loaded.ignore)
             forward: Optional[dict[str, Any]]
             forward_diff: Optional[Difference]
@@ -143,7 +144,7 @@ def run_cell(
                 forward = {"status": "skip", "detail": loaded.forward_skip}
         if forward_diff is not None:
             comparison.differences.append(forward_diff)
-        notes = comparison.notes + seen.texts()
+        notes = recovered + comparison.notes + seen.texts()
         outcome = Outcome.PASS if comparison.ok else Outcome.MISMATCH
         detail = "exact" if comparison.ok else comparison.summary()
         if forward and forward.get("status") == "drift":

@@ -114,10 +114,15 @@ def save_case(spec: Spec, case_dir: Path, fp: Fingerprint, formats: list[Format]
     reference = Reference(work / "reference.bin")
     built: Optional[Built] = None
     problem: Optional[str] = None
+    status = "unsupported"
     try:
         built = build(spec, "init", "cuda" if device == "cuda" else "cpu")
     except Unsupported as e:
         problem = f"this env cannot build the case: {e}"
+    except SpecError:
+        raise
+    except Exception as e:  # an old torch that the builder's feature detection missed: report it, go on
+        status, problem = "failed", f"the source env could not build it: {_first_line(e)}"
     forward = None
     if built is not None:
         forward = record_forward(built.model, built.inputs, fp.compute_key, reference)
@@ -127,7 +132,7 @@ def save_case(spec: Spec, case_dir: Path, fp: Fingerprint, formats: list[Format]
         tmp.mkdir()
         m = Manifest(
             case=spec.name, format=fmt.name, source=fp.to_dict(), spec=spec.to_dict(),
-            spec_digest=spec.digest(), status="unsupported", reason=problem, forward=forward, harness=build_id(),
+            spec_digest=spec.digest(), status=status, reason=problem, forward=forward, harness=build_id(),
         )
         if built is not None:
             _save_format(fmt, built, tmp, m, reference, device, fp.compute_key)
