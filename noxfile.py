@@ -20,6 +20,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+from harness.golden import golden_labels, pack, unpack  # noqa: E402
 from harness.matrix import Matrix, find_python, parse_overrides, posargs, requirements  # noqa: E402
 from harness.runtime.errors import InputError  # noqa: E402
 from harness.runtime.versions import release  # noqa: E402
@@ -34,6 +35,10 @@ REPORTS = Path(os.environ.get("TORCH_ROUNDTRIP_REPORTS", ROOT / "reports")).reso
 ARTIFACTS = REPORTS / "artifacts"
 RESULTS = REPORTS / "results"
 CORPUS = REPORTS / "cases.json"
+#: Files old releases saved, kept in the repository (harness/golden.py): every
+#: load session loads them too. TORCH_ROUNDTRIP_GOLDEN=0 leaves them out.
+GOLDEN = ROOT / "golden"
+USE_GOLDEN = os.environ.get("TORCH_ROUNDTRIP_GOLDEN", "1") != "0"
 #: Host-side sessions (corpus, report, tests, lint) run on this Python: the
 #: newest torch of the default matrix has wheels for 3.11 and later only.
 HOST_PYTHON = os.environ.get("TORCH_ROUNDTRIP_HOST_PYTHON", "3.11")
@@ -61,6 +66,7 @@ MATRIX = _matrix()
 PLAN = MATRIX.plan()
 SAVE_IDS = [e.label for e in PLAN.save]
 LOAD_IDS = [e.label for e in PLAN.load]
+GOLDEN_IDS = golden_labels(GOLDEN) if USE_GOLDEN else []
 
 
 def _interpreter(python: str) -> str:
@@ -134,8 +140,9 @@ def load(session: nox.Session, env: str) -> None:
     _phase_dir(session)
     extra = _load_filters(session.posargs)
     if not any(a.startswith("--source") for a in extra):
-        # Artifacts of earlier matrices may lie beside this one's: load this run's sources.
-        extra += ["--source", ",".join(SAVE_IDS)]
+        # Artifacts of earlier matrices may lie beside this one's: load this
+        # run's sources, and the golden corpus's.
+        extra += ["--source", ",".join(SAVE_IDS + _unpack_golden(session))]
     # Exit 1 means "found regressions": the report decides the run's fate.
     session.run(
         "python", "-m", "harness", "load", "--artifacts", str(ARTIFACTS), "--results", str(RESULTS),
@@ -144,12 +151,36 @@ def load(session: nox.Session, env: str) -> None:
     )
 
 
+def _unpack_golden(session: nox.Session) -> list:
+    """Place the golden corpus among the artifacts, verified byte for byte."""
+    if not USE_GOLDEN or not GOLDEN_IDS:
+        return []
+    try:
+        return unpack(GOLDEN, ARTIFACTS)
+    except InputError as e:
+        session.error(f"golden corpus: {e}")
+
+
+@nox.session(python=False, default=False)
+def golden(session: nox.Session) -> None:
+    """Regenerate golden/: the history matrix saves the curated cases, kept as one archive per env."""
+    staging = Path(session.create_tmp()).resolve() / "golden-reports"
+    shutil.rmtree(staging, ignore_errors=True)
+    env = {"TORCH_ROUNDTRIP_REPORTS": str(staging), "TORCH_ROUNDTRIP_GOLDEN": "0"}
+    history = parse_overrides(Matrix.from_pyproject(ROOT / "pyproject.toml"), ["--matrix", "history", "--generated", "0"])
+    session.run(sys.executable, "-m", "nox", "-f", str(ROOT / "noxfile.py"), "-s", "save", "--",
+                "--matrix", "history", "--generated", "0", env=env, external=True)
+    index = pack(staging / "artifacts", GOLDEN, [e.label for e in history.plan().save])
+    size = sum(a["bytes"] for a in index["archives"].values())
+    session.log(f"golden: {len(index['archives'])} archives, {size / 1e6:.1f} MB in {GOLDEN}")
+
+
 @nox.session(python=HOST_PYTHON, default=False)
 def report(session: nox.Session) -> None:
     """Turn all result lines into reports/{index.html, results.json, junit.xml, summary.md}."""
     session.install(f"{ROOT}[report]")
     _phase_dir(session)
-    args = [str(RESULTS), "--out", str(REPORTS), "--envs", ",".join(SAVE_IDS + LOAD_IDS)]
+    args = [str(RESULTS), "--out", str(REPORTS), "--envs", ",".join(SAVE_IDS + GOLDEN_IDS + LOAD_IDS)]
     if (REPORTS / "bench.json").exists():
         args += ["--bench", str(REPORTS / "bench.json")]
     session.run("python", "-m", "harness", "report", *args)

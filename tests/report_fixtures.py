@@ -3,7 +3,9 @@
 `line` builds one result line the way `load` writes it; `write_results`
 writes a folder (``<target>.jsonl`` + ``<target>.env.json``); `miniature`
 writes a small run whose every count is known (see MINIATURE_COUNTS);
-`synthetic` writes a large, realistic one for the performance check.
+`history` writes a run of five torch releases with golden sources, whose
+release map is known (see HISTORY_VERDICTS); `synthetic` writes a large,
+realistic one for the performance check.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ diagnosis = "cuda_storage_on_cpu_host"
 
 
 def fingerprint(label: str, **over: Any) -> dict:
-    torch, python, device = label.split("-", 1)[1].split("-py")[0], label.split("-py")[1].split("-")[0], label.split("-", 3)[3]
+    bare = label.removeprefix("golden-")  # a golden source's fingerprint is that of the env that saved it
+    torch, python, device = bare.split("-", 1)[1].split("-py")[0], bare.split("-py")[1].split("-")[0], bare.split("-", 3)[3]
     fp = {
         "label": label, "torch": torch + "+cpu", "torch_git": "0123456789abcdef" + torch, "cuda": None, "cuda_devices": [],
         "python": python + ".7", "numpy": "2.1.0", "platform": "Linux-x86_64-test", "machine": "x86_64", "device": device,
@@ -139,6 +142,88 @@ MINIATURE_COUNTS = {
     (B, A): {"pass": 0, "skip": 0, "expected": 0, "regression": 2, "mismatch": 0, "worst": "timeout"},
     (A, A): {"pass": 1, "skip": 0, "expected": 0, "regression": 0, "mismatch": 0, "worst": "pass"},
 }
+
+
+#: The releases of the `history` run, in release order (1.13.1 after 1.8.1: numbers, not strings).
+HISTORY_RELEASES = ("1.4.0", "1.8.1", "1.13.1", "2.4.1", "2.15.0")
+_HISTORY_PYTHON = {"1.4.0": "3.8", "1.8.1": "3.8", "1.13.1": "3.10", "2.4.1": "3.11", "2.15.0": "3.12"}
+
+
+def history_label(release: str, device: str = "cpu", *, golden: bool = False, python: Optional[str] = None) -> str:
+    """The env label of `release` in the `history` run (a golden corpus source with `golden`)."""
+    return ("golden-" if golden else "") + f"torch-{release}-py{python or _HISTORY_PYTHON[release]}-{device}"
+
+
+def history_sources(release: str) -> list:
+    """The source envs of one release: live CPU, a golden source (on another Python for 1.4.0), emulated CUDA for two."""
+    out = [history_label(release), history_label(release, golden=True, python="3.7" if release == "1.4.0" else None)]
+    if release in ("1.8.1", "2.4.1"):
+        out.append(history_label(release, "cuda-emulated"))
+    return out
+
+
+def history_lines() -> list:
+    """Every source env of HISTORY_RELEASES loaded on the CPU env of every release, judged by EXPECTATIONS.
+
+    state_dict: passes; an emulated CUDA source also fails, as documented,
+    without map_location (known issues), and the golden 1.13.1 file loads
+    different in 1.8.1 (corrupts). full_model: refused by the weights_only
+    default from 2.6 (known incompatible), and an undocumented error from
+    2.15.0 to 1.4.0 (regression). torchscript: 1.4.0 did not save it (n/a).
+    """
+    wo = {"code": "weights_only_refused", "summary": "torch.load refused to unpickle objects", "fix": "torch.load(f, weights_only=False) if you trust the file"}
+    cuda = {"code": "cuda_storage_on_cpu_host", "summary": "the file holds CUDA storages", "fix": 'torch.load(f, map_location="cpu")'}
+    out = []
+    for sr in HISTORY_RELEASES:
+        for source in history_sources(sr):
+            for tr in HISTORY_RELEASES:
+                target = history_label(tr)
+                if source.endswith("cuda-emulated"):
+                    out.append(line(source, target, "simple_net", "state_dict", "error", diagnosis=cuda, expected=True,
+                                    expectation="cuda-storages-need-map-location",
+                                    detail="RuntimeError: Attempting to deserialize object on a CUDA device"))
+                    out.append(line(source, target, "simple_net", "state_dict", "pass", {**SD, "map_location": "cpu"}))
+                elif (sr, tr) == ("1.13.1", "1.8.1") and source.startswith("golden-"):
+                    out.append(line(source, target, "simple_net", "state_dict", "mismatch", detail="fc.weight[0]: bits 0x3f80 -> 0x3f81"))
+                else:
+                    out.append(line(source, target, "simple_net", "state_dict", "pass"))
+                if tr == "2.15.0":
+                    out.append(line(source, target, "simple_net", "full_model", "error", diagnosis=wo, expected=True,
+                                    expectation="weights-only-default-refuses-pickled-module", detail="UnpicklingError: Weights only load failed"))
+                elif (sr, tr) == ("2.15.0", "1.4.0"):
+                    out.append(line(source, target, "simple_net", "full_model", "error", detail="AttributeError: Can't get attribute"))
+                else:
+                    out.append(line(source, target, "simple_net", "full_model", "pass"))
+                if sr == "1.4.0":
+                    out.append(line(source, target, "simple_net", "torchscript", "skip", detail=f"not saved in {source}: no"))
+                else:
+                    out.append(line(source, target, "simple_net", "torchscript", "pass"))
+    return out
+
+
+def history_verdict(fmt: str, source: str, target: str) -> str:
+    """The verdict of one release pair of the `history` run, by the rules `history_lines` follows."""
+    if fmt == "state_dict":
+        if (source, target) == ("1.13.1", "1.8.1"):
+            return "corrupts"
+        return "known issues" if source in ("1.8.1", "2.4.1") else "safe"
+    if fmt == "full_model":
+        if target == "2.15.0":
+            return "known incompatible"
+        return "regression" if (source, target) == ("2.15.0", "1.4.0") else "safe"
+    return "n/a" if source == "1.4.0" else "safe"
+
+
+#: (format, source release, target release) -> verdict of the `history` run
+HISTORY_VERDICTS = {
+    (f, s, t): history_verdict(f, s, t)
+    for f in ("state_dict", "full_model", "torchscript") for s in HISTORY_RELEASES for t in HISTORY_RELEASES
+}
+
+
+def history(folder: Path) -> Path:
+    """Write the `history` run into `folder`."""
+    return write_results(folder, history_lines())
 
 
 def write_expectations(folder: Path) -> Path:

@@ -58,7 +58,16 @@ PREFIX = ('Error(s) in loading state_dict for CaseModel:\n\tMissing key(s) in st
     ("RuntimeError", "found negative index -8328691271314601382 for dim 0", "checkpoint", {}, "sparse_indices_corrupt", "1.7"),
     ("UnpicklingError", OLD_WEIGHTS_ONLY + "71", "checkpoint", {"weights_only": "true"}, "weights_only_opcode_unknown", "upgrade"),
     ("RuntimeError", "Unknown builtin op: aten::scaled_dot_product_attention.\nHere are some suggestions: ...", "torchscript", {},
-     "torchscript_op_missing", "oldest torch"),
+     "torchscript_from_newer_torch", "oldest torch"),
+    ("RuntimeError", "Unknown type name 'torch._utils._rebuild_sparse_tensor':", "torchscript", {},
+     "torchscript_from_newer_torch", "oldest torch"),
+    # torch 1.8 aborts: the worker's crash detail keeps the C++ reason, not the stack frames
+    ("crash", "killed by SIGABRT; stderr: terminate called after throwing an instance of 'c10::Error' | what():  isTuple() "
+     "INTERNAL ASSERT FAILED at \"/pytorch/aten/src/ATen/core/ivalue_inl.h\":1101, please report a bug to PyTorch. Expected "
+     "Tuple but got String | Exception raised from toTuple at /pytorch/aten/src/ATen/core/ivalue_inl.h:1101",
+     "torchscript", {}, "torchscript_from_newer_torch", "upgrade this torch"),
+    ("AttributeError", "Can't get attribute 'NonDynamicallyQuantizableLinear' on <module 'torch.nn.modules.linear' from "
+     "'/x/torch/nn/modules/linear.py'>", "full_model", {}, "torch_class_missing", "state_dict"),
 ])
 def test_known_failures(etype, message, fmt, load, code, fix_words):
     d = diagnose(etype, message, fmt, load)
@@ -100,3 +109,26 @@ def test_an_unknown_code_opcode_is_not_called_an_old_unpickler():
 def test_a_missing_class_that_is_not_a_storage_stays_a_class():
     d = diagnose("AttributeError", "Can't get attribute 'MyNet' on <module '__main__'>", "full_model", {})
     assert d is not None and d.code == "class_not_importable"
+
+
+def test_a_cuda_file_hidden_behind_torch_export_loads_fallback_is_named(torch, monkeypatch):
+    # torch 2.8's torch.export.load swallows the PT2 reader's RuntimeError (a
+    # CUDA storage on a CPU-only host) and then fails on the pre-2.8 layout.
+    import warnings
+
+    import torch.export.pt2_archive._package as package
+
+    from harness.runtime.formats.exported import say_why_the_pt2_reader_failed
+
+    def load_pt2(path):
+        raise RuntimeError(CUDA)
+
+    monkeypatch.setattr(package, "load_pt2", load_pt2)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        say_why_the_pt2_reader_failed("model.pt2", KeyError("There is no item named 'version' in the archive"))
+    texts = tuple(str(w.message) for w in seen)
+    assert texts and "fell back" in texts[0]
+    message = "\"There is no item named 'version' in the archive\""
+    assert diagnose("KeyError", message, "exported", {}, texts).code == "cuda_storage_on_cpu_host"
+    assert diagnose("KeyError", message, "exported", {}).code == "export_archive_from_newer_torch"

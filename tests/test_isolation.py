@@ -39,6 +39,8 @@ def test_a_crashing_load_is_one_crash_cell(artifacts, tmp_path):
     assert all(r["load"]["weights_only"] == "true" and r["load"]["map_location"] == "cpu" for r in crashes)
     details = {r["case"]: r["detail"] for r in crashes}
     assert "SIGABRT" in details["simple_net"] and "exited with status 3" in details["tied_lm"]
+    # the abort's reason survives, the stack frames after it do not
+    assert "what():  injected fault" in details["simple_net"] and "frame #" not in details["simple_net"]
     # The run carried on: every other cell of those artifacts is there and passes or is expected.
     assert len(rows) == len(by_key(rows))
     others = [r for r in rows if r["case"] == "simple_net" and r["format"] == "state_dict" and r["outcome"] != "crash"]

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from report_fixtures import AE, MINIATURE_COUNTS, A, B, line, miniature, write_expectations
+from report_fixtures import (
+    AE,
+    HISTORY_RELEASES,
+    HISTORY_VERDICTS,
+    MINIATURE_COUNTS,
+    A,
+    B,
+    history,
+    line,
+    miniature,
+    write_expectations,
+)
 
 from harness.report.aggregate import (
     Category,
@@ -12,7 +23,12 @@ from harness.report.aggregate import (
     category,
     diff_baseline,
     env_grid,
+    env_release,
     format_view,
+    release_axes,
+    release_grid,
+    release_order,
+    shows_release_map,
     top_failures,
     totals,
     verdict,
@@ -150,3 +166,49 @@ def test_baseline_diff():
     assert names(diff.vanished) == ["d"]
     assert diff.baseline_cells == 5
     assert diff.status_of()[(B, now_keys[0])] == "new"
+
+
+def test_release_grid_folds_pythons_devices_and_golden_sources():
+    sources = ["golden-torch-1.8.1-py3.8-cpu", "torch-1.8.1-py3.9-cpu", "torch-1.8.1-py3.8-cuda-emulated"]
+    targets = ["torch-2.4.1-py3.11-cpu", "torch-2.4.1-py3.12-cpu"]
+    cells = [CellResult.from_dict(line(s, t, "c", "state_dict", "pass")) for s in sources for t in targets]
+    cells.append(CellResult.from_dict(line(sources[2], targets[0], "c", "state_dict", "error", expected=True)))
+    cells.append(CellResult.from_dict(line(sources[0], targets[1], "c", "full_model", "skip")))
+    grid = release_grid(cells)
+    assert sorted(grid) == [("full_model", "1.8.1", "2.4.1"), ("state_dict", "1.8.1", "2.4.1")]
+    one = grid[("state_dict", "1.8.1", "2.4.1")]
+    assert one.to_dict() == {"pass": 6, "skip": 0, "expected": 1, "regression": 0, "mismatch": 0, "total": 7, "worst": "pass"}
+    assert verdict(one) == Verdict.KNOWN_ISSUES
+    assert verdict(grid[("full_model", "1.8.1", "2.4.1")]) == Verdict.NOT_APPLICABLE
+
+
+def test_env_release_of_live_golden_and_odd_labels():
+    assert env_release("torch-1.13.1-py3.10-cuda-emulated") == "1.13.1"
+    assert env_release("golden-torch-1.4.0-py3.8-cpu") == "1.4.0"
+    assert env_release("my-laptop") == "my-laptop"  # not an env label: its own release
+
+
+def test_releases_are_ordered_by_number():
+    labels = ["torch-2.15.0-py3.12-cpu", "torch-1.13.1-py3.10-cpu", "weird", "golden-torch-1.8.1-py3.8-cpu",
+              "torch-2.4.1-py3.11-cpu", "torch-1.8.1-py3.8-cuda-emulated", "torch-1.4.0-py3.8-cpu"]
+    # 1.13.1 after 1.8.1 and 2.15.0 after 2.4.1 (as strings they sort the other way); odd labels last
+    assert release_order(labels) == ["1.4.0", "1.8.1", "1.13.1", "2.4.1", "2.15.0", "weird"]
+
+
+def test_release_grid_of_the_history_run(tmp_path):
+    model = build_model([history(tmp_path / "R")], Expectations.load(write_expectations(tmp_path)))
+    assert model.reclassified == 0
+    assert {k: verdict(c).value for k, c in release_grid(model.cells).items()} == HISTORY_VERDICTS
+    assert release_axes(model.cells) == (list(HISTORY_RELEASES), list(HISTORY_RELEASES))
+    # every cell lands in exactly one release cell
+    assert sum(c.total for c in release_grid(model.cells).values()) == len(model.cells)
+
+
+def test_release_map_needs_three_releases(model):
+    assert not shows_release_map(model.cells)  # the miniature: 2.4.1 and 2.15.0 only
+    two = [CellResult.from_dict(line(s, t, "c", "state_dict", "pass")) for s, t in [(A, B), (AE, A), ("golden-torch-2.4.1-py3.8-cpu", B)]]
+    assert not shows_release_map(two)
+    # a third release, as a source only, is enough
+    three = [*two, CellResult.from_dict(line("golden-torch-1.8.1-py3.8-cpu", B, "c", "state_dict", "pass"))]
+    assert shows_release_map(three)
+    assert release_axes(three) == (["1.8.1", "2.4.1"], ["2.4.1", "2.15.0"])

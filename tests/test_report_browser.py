@@ -12,9 +12,16 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from report_fixtures import copy_real, miniature, write_expectations
+from report_fixtures import (
+    HISTORY_RELEASES,
+    HISTORY_VERDICTS,
+    copy_real,
+    history,
+    miniature,
+    write_expectations,
+)
 
-from harness.report.aggregate import env_grid, format_view, verdict
+from harness.report.aggregate import env_grid, env_release, format_view, release_grid, verdict
 from harness.report.build import build_report
 from harness.report.model import build_model
 from harness.report.repro import repro_commands
@@ -49,6 +56,14 @@ def mini(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mini")
     exp = write_expectations(tmp)
     build_report([miniature(tmp / "R")], tmp / "out", expectations=exp)
+    return {"url": (tmp / "out" / "index.html").as_uri(), "model": build_model([tmp / "R"], Expectations.load(exp))}
+
+
+@pytest.fixture(scope="module")
+def hist(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hist")
+    exp = write_expectations(tmp)
+    build_report([history(tmp / "R")], tmp / "out", expectations=exp)
     return {"url": (tmp / "out" / "index.html").as_uri(), "model": build_model([tmp / "R"], Expectations.load(exp))}
 
 
@@ -112,6 +127,7 @@ def test_matrix_shows_every_env(tab, real):
     assert rows == model.sources
     assert sorted(set(rows) | set(cols)) == sorted(model.envs)
     assert len(model.envs) == 4
+    assert tab.page.query_selector("#releases-section") is None  # two releases: the views above suffice
 
 
 def test_page_aggregates_agree_with_python(tab, real):
@@ -228,3 +244,58 @@ def _reports() -> Path:
     out = REPO / "reports"
     out.mkdir(exist_ok=True)
     return out
+
+
+def _shown_rows(tab) -> list:
+    """(category, format, source release, target release) of each listed row, as the page words them."""
+    out = []
+    for kind, pair, fmt in tab.page.eval_on_selector_all(
+        "#rows tr.row", "rs => rs.map(r => [r.className.split(' ')[1].slice(2), r.children[1].textContent, r.children[3].textContent])",
+    ):
+        # "golden 1.13.1 py3.10 cpu → 1.8.1 py3.8 cpu"
+        source, target = (side.removeprefix("golden ").split(" ")[0] for side in pair.split(" → "))
+        out.append((kind, fmt, source, target))
+    return out
+
+
+def test_release_grid_click_shows_that_release_pair(tab, hist):
+    tab.open(hist["url"])
+    model = hist["model"]
+    # the page folds envs into releases as release_grid does
+    want = {f"{f} {s} -> {t}": verdict(c).value for (f, s, t), c in release_grid(model.cells).items()}
+    assert want == {f"{f} {s} -> {t}": v for (f, s, t), v in HISTORY_VERDICTS.items()}
+    assert tab.page.evaluate("window.__report.releaseVerdicts()") == want
+    # one grid per format, releases in numeric order both ways
+    assert tab.page.eval_on_selector_all("#releasegrid table.rg caption", "cs => cs.map(c => c.textContent)") == ["state_dict", "full_model", "torchscript"]
+    grid = '#releasegrid table.rg[data-format="state_dict"]'
+    assert tab.page.eval_on_selector_all(f"{grid} thead th[scope=col]", "ths => ths.map(t => t.textContent)") == list(HISTORY_RELEASES)
+    assert tab.page.eval_on_selector_all(f"{grid} tbody th[scope=row]", "ths => ths.map(t => t.textContent)") == list(HISTORY_RELEASES)
+    # the failing cell: golden 1.13.1 files load different in 1.8.1
+    cell = tab.page.locator(f'{grid} td.rg[data-source-release="1.13.1"][data-target-release="1.8.1"]')
+    assert cell.get_attribute("data-verdict") == "corrupts"
+    assert "v-corrupts" in cell.get_attribute("class").split()
+    assert cell.text_content().startswith("≠")
+    assert cell.get_attribute("title") == "state_dict saved by torch 1.13.1, loaded by torch 1.8.1: corrupts (1 pass, 0 expected, 0 regression, 1 mismatch, 0 skip)"
+    cell.click()
+    assert tab.query() == {"format": "state_dict", "source_release": "1.13.1", "target_release": "1.8.1"}
+    pair = [r for r in model.cells if r.format == "state_dict" and env_release(r.source) == "1.13.1" and env_release(r.target) == "1.8.1"]
+    assert len({r.source for r in pair}) == 2  # the golden and the live 1.13.1 env
+    assert tab.page.text_content("#count") == f"{len(pair)} of {len(model.cells)} cells match"
+    assert _shown_rows(tab) == [("mismatch", "state_dict", "1.13.1", "1.8.1"), ("pass", "state_dict", "1.13.1", "1.8.1")]
+    assert tab.page.text_content("#rows tr.row td:nth-child(2)") == "golden 1.13.1 py3.10 cpu → 1.8.1 py3.8 cpu"
+    assert tab.page.eval_on_selector_all("#selection .chip", "cs => cs.map(c => c.firstChild.textContent.trim())") == ["torch 1.13.1 → 1.8.1", "format: state_dict"]
+    # another release cell replaces the pair
+    known = tab.page.locator(f'{grid} td.rg[data-source-release="2.4.1"][data-target-release="2.15.0"]')
+    assert "v-known-issues" in known.get_attribute("class").split()
+    known.click()
+    shown = _shown_rows(tab)
+    assert len(shown) == 4 and {s[1:] for s in shown} == {("state_dict", "2.4.1", "2.15.0")}
+    assert [s[0] for s in shown] == ["expected", "pass", "pass", "pass"]
+    # one pair at a time: an env pair from the matrix replaces a release pair, and the other way round
+    env_pair = {"source": "torch-1.4.0-py3.8-cpu", "target": "torch-2.4.1-py3.11-cpu"}
+    tab.page.click(f'#matrix-table td.mx[data-source="{env_pair["source"]}"][data-target="{env_pair["target"]}"]')
+    assert tab.query() == {"format": "state_dict", **env_pair}
+    known.click()
+    assert tab.query() == {"format": "state_dict", "source_release": "2.4.1", "target_release": "2.15.0"}
+    tab.page.click('#selection button[data-clear="releases"]')
+    assert tab.query() == {"format": "state_dict"}

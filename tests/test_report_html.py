@@ -8,9 +8,19 @@ import re
 import struct
 
 import pytest
-from report_fixtures import A, B, line, miniature, write_expectations, write_results
+from report_fixtures import (
+    HISTORY_RELEASES,
+    A,
+    B,
+    history,
+    history_sources,
+    line,
+    miniature,
+    write_expectations,
+    write_results,
+)
 
-from harness.report.aggregate import category
+from harness.report.aggregate import category, release_grid
 from harness.report.html import pack, render_html
 from harness.report.model import build_model
 from harness.runtime.expect import Expectations
@@ -103,3 +113,48 @@ def test_header_shows_fingerprints_and_unknown_envs(tmp_path):
     assert "fingerprint unknown: no env.json beside its results" in html
     assert "2024-05-01T00:00:00Z" in html
     assert "PASS: no regressions, no mismatches" in html
+
+
+@pytest.fixture
+def history_model(tmp_path):
+    return build_model([history(tmp_path / "H")], Expectations.load(write_expectations(tmp_path)))
+
+
+def test_release_section_with_three_releases_or_more(history_model):
+    html = render_html(history_model, generated="x", exit_status=1)
+    assert html.count('<section id="releases-section">') == 1
+    assert html.index('id="formats-section"') < html.index('id="releases-section"') < html.index('id="cells-section"')
+    assert "Releases: which format written by which release loads in which" in html
+    section = html[html.index('id="releases-section"'):html.index("</section>", html.index('id="releases-section"'))]
+    assert '<div id="releasegrid"' in section and 'id="releases-note"' in section
+    # the legend reuses the verdict colours, with the symbols the cells show
+    for cls, text in [("v-safe", "✓ safe"), ("v-known-issues", "~ known issues"), ("v-known-incompatible", "✗ known incompatible"),
+                      ("v-regression", "! regression"), ("v-corrupts", "≠ corrupts"), ("v-na", "· n/a")]:
+        assert f'<span class="sw {cls}">{text}</span>' in section
+
+
+def test_no_release_section_with_two_releases(model):
+    html = render_html(model, generated="x", exit_status=1)  # the miniature: 2.4.1 and 2.15.0
+    assert "releases-section" not in html and 'id="releasegrid"' not in html
+
+
+def test_packed_releases_let_the_page_fold_envs(history_model):
+    """What the page's grids and release filter read: each env's release, in numeric order.
+
+    Folding the packed columns the way the page does must give release_grid.
+    """
+    d = pack(history_model)
+    assert d["releases"] == list(HISTORY_RELEASES)
+    assert [d["releases"][i] for i in d["sourceReleases"]] == list(HISTORY_RELEASES)
+    assert [d["releases"][i] for i in d["targetReleases"]] == list(HISTORY_RELEASES)
+    # golden, live, emulated CUDA and other Pythons of one release share its index
+    rel = dict(zip(d["envs"], d["envRelease"]))
+    assert {rel[e] for e in history_sources("1.8.1")} == {d["releases"].index("1.8.1")}
+    assert {rel[e] for e in history_sources("1.4.0")} == {0}
+    cols = {k: decode(d["cols"][k]) for k in ("src", "tgt", "fmt")}
+    folded: dict = {}
+    for s, t, f in zip(cols["src"], cols["tgt"], cols["fmt"]):
+        key = (d["formats"][f], d["releases"][d["envRelease"][s]], d["releases"][d["envRelease"][t]])
+        folded[key] = folded.get(key, 0) + 1
+    assert folded == {k: c.total for k, c in release_grid(history_model.cells).items()}
+    assert d["verdictSymbols"] == {"safe": "✓", "known issues": "~", "known incompatible": "✗", "regression": "!", "corrupts": "≠", "n/a": "·"}

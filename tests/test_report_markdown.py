@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from report_fixtures import AE, A, B, line, miniature, write_expectations, write_results
+from report_fixtures import AE, A, B, history, line, miniature, write_expectations, write_results
 
 from harness.report.aggregate import diff_baseline
-from harness.report.markdown import summary_markdown
+from harness.report.markdown import release_map_markdown, summary_markdown
 from harness.report.model import build_model
 from harness.runtime.expect import Expectations
+from harness.runtime.results import CellResult
 
 
 def mini(tmp_path):
@@ -60,3 +61,72 @@ def test_conflicts_are_mentioned(tmp_path):
     two = write_results(tmp_path / "two", [line(A, B, "a", "state_dict", "error")])
     text = summary_markdown(build_model([one, two], Expectations([])))
     assert "1 conflicts and 0 warnings between the inputs: see index.html." in text
+
+
+LEGEND = ("Rows: the torch release that saved; columns: the one that loaded. `✓` safe, `~` known issues, `✗` known incompatible, "
+          "`!` regression, `≠` corrupts, `·` n/a (all skipped), — not run.")
+
+
+def history_model(tmp_path):
+    return build_model([history(tmp_path / "R")], Expectations.load(write_expectations(tmp_path)))
+
+
+def table_after(lines: list, title: str) -> list:
+    """The rows of the table under the bold `title` line."""
+    start = lines.index(title) + 2
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return lines[start:end]
+
+
+def test_release_map(tmp_path):
+    model = history_model(tmp_path)
+    text = summary_markdown(model)
+    lines = text.splitlines()
+    assert "### Release map (which format written by which torch release loads in which)" in lines
+    assert LEGEND in lines
+    # releases in numeric order; one symbol per verdict; the envs of a release folded into one cell
+    assert table_after(lines, "**state_dict**") == [
+        "| saved \\ loaded | 1.4.0 | 1.8.1 | 1.13.1 | 2.4.1 | 2.15.0 |",
+        "|---|:-:|:-:|:-:|:-:|:-:|",
+        "| 1.4.0 | ✓ | ✓ | ✓ | ✓ | ✓ |",
+        "| 1.8.1 | ~ | ~ | ~ | ~ | ~ |",
+        "| 1.13.1 | ✓ | ≠ | ✓ | ✓ | ✓ |",
+        "| 2.4.1 | ~ | ~ | ~ | ~ | ~ |",
+        "| 2.15.0 | ✓ | ✓ | ✓ | ✓ | ✓ |",
+    ]
+    assert table_after(lines, "**full_model**")[-1] == "| 2.15.0 | ! | ✓ | ✓ | ✓ | ✗ |"
+    assert table_after(lines, "**torchscript**")[2] == "| 1.4.0 | · | · | · | · | · |"
+    # formats in report order, and the map sits between the env matrix and the top failures
+    assert [ln for ln in lines if ln.startswith("**")] == ["**state_dict**", "**full_model**", "**torchscript**"]
+    assert text.index("### Matrix") < text.index("### Release map") < text.index("### Top failures")
+    # the same map stands alone, for a README
+    alone = release_map_markdown(model.cells)
+    assert alone.startswith(LEGEND + "\n")
+    assert alone in text
+
+
+def test_release_map_marks_pairs_not_run():
+    rows = [
+        line("torch-1.8.1-py3.8-cpu", "torch-2.4.1-py3.11-cpu", "c", "state_dict", "pass"),
+        line("torch-2.15.0-py3.12-cpu", "torch-1.13.1-py3.10-cpu", "c", "state_dict", "pass"),
+    ]
+    # only cells are needed: what a README generator has
+    text = release_map_markdown([CellResult.from_dict(r) for r in rows])
+    assert text.splitlines()[4:] == [
+        "| saved \\ loaded | 1.13.1 | 2.4.1 |",
+        "|---|:-:|:-:|",
+        "| 1.8.1 | — | ✓ |",
+        "| 2.15.0 | ✓ | — |",
+    ]
+    assert release_map_markdown([]) == ""
+
+
+def test_no_release_map_with_two_releases(tmp_path):
+    assert "Release map" not in summary_markdown(mini(tmp_path))  # 2.4.1 and 2.15.0 only
+    folder = write_results(tmp_path / "two", [line(A, B, "a", "state_dict", "pass"), line("golden-torch-2.4.1-py3.8-cpu", A, "a", "state_dict", "pass")])
+    assert "Release map" not in summary_markdown(build_model([folder], Expectations([])))
+    # a third release, even as a source only, brings the map
+    write_results(tmp_path / "three", [line("golden-torch-1.8.1-py3.8-cpu", A, "a", "state_dict", "pass")])
+    assert "### Release map" in summary_markdown(build_model([folder, tmp_path / "three"], Expectations([])))

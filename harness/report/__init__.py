@@ -7,7 +7,7 @@ runner.
 - `resultsdir` reads and validates one result folder;
 - `merge` combines folders (the later line of a cell wins, conflicts listed);
 - `model` turns merged lines into cells, re-applying the expectations;
-- `aggregate` counts them (the source x target grid, format view, baseline diff);
+- `aggregate` counts them (the source x target grid, format view, release grid, baseline diff);
 - `jsonout`, `junit`, `markdown`, `html` (with ``templates/``) write the four outputs;
 - `repro` words the commands that re-run one cell; `bench` reads bench figures;
 - `build` runs the whole pipeline (``harness.cli`` wires ``report`` and ``merge``).

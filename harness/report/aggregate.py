@@ -1,4 +1,4 @@
-"""Counting cells: categories, the env matrix, the format view, the baseline diff.
+"""Counting cells: categories, the env matrix, the format view, the release grid, the baseline diff.
 
 Every cell falls in one *category*, the word the report uses for it:
 
@@ -13,18 +13,28 @@ mismatch      loaded but different: always fails the run, expected or not
 A run fails when it has a regression or a mismatch. The page computes the
 same counts in JavaScript (for its filters); the browser test checks that
 both agree.
+
+The *release grid* folds envs by torch release: every Python, every device
+and the golden corpus sources of one release count as one release, so a
+matrix of many releases reads as a release x release map per format.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from harness.runtime.env import parse_label
+from harness.runtime.errors import InputError
 from harness.runtime.results import CellResult, Outcome
+from harness.runtime.versions import release
 
 __all__ = [
     "COLOUR_RANK",
+    "MIN_RELEASES",
+    "VERDICT_SYMBOL",
     "BaselineDiff",
     "Category",
     "Counts",
@@ -32,7 +42,13 @@ __all__ = [
     "category",
     "diff_baseline",
     "env_grid",
+    "env_release",
     "format_view",
+    "release_axes",
+    "release_grid",
+    "release_order",
+    "release_sort_key",
+    "shows_release_map",
     "top_failures",
     "totals",
     "verdict",
@@ -150,6 +166,80 @@ def format_view(cells: list[CellResult]) -> dict[tuple[str, str, str], Counts]:
     out: dict[tuple[str, str, str], Counts] = {}
     for r in cells:
         key = (r.format, r.source, r.target)
+        if key not in out:
+            out[key] = Counts()
+        out[key].add(r)
+    return out
+
+
+#: One character per verdict, for the release map (summary.md, the page's release grids).
+VERDICT_SYMBOL = {
+    Verdict.SAFE: "✓",
+    Verdict.KNOWN_ISSUES: "~",
+    Verdict.KNOWN_INCOMPATIBLE: "✗",
+    Verdict.REGRESSION: "!",
+    Verdict.CORRUPTS: "≠",
+    Verdict.NOT_APPLICABLE: "·",
+}
+
+#: Releases a run must span before the report maps release x release: with
+#: two, the env matrix and the format view already read as one.
+MIN_RELEASES = 3
+
+
+def env_release(label: str) -> str:
+    """The torch release of an env label: ``golden-torch-1.4.0-py3.8-cpu`` -> ``1.4.0``.
+
+    A label that is not an env label is its own release, so odd envs stay
+    visible (last) instead of vanishing from the grid.
+    """
+    try:
+        return parse_label(label)["torch"]
+    except InputError:
+        return label
+
+
+def release_sort_key(name: str) -> tuple[int, tuple[int, ...], str]:
+    """Order releases by number (1.8.1 before 1.13.1); names that are not releases last, by name."""
+    try:
+        return (0, release(name), name)
+    except ValueError:
+        return (1, (), name)
+
+
+def release_order(labels: Iterable[str]) -> list[str]:
+    """The distinct torch releases of env `labels`, oldest first."""
+    return sorted({env_release(label) for label in set(labels)}, key=release_sort_key)
+
+
+def release_axes(cells: list[CellResult]) -> tuple[list[str], list[str]]:
+    """(saving releases, loading releases) of `cells`: the rows and columns of a release grid."""
+    return release_order({r.source for r in cells}), release_order({r.target for r in cells})
+
+
+def shows_release_map(cells: list[CellResult]) -> bool:
+    """Whether `cells` span at least `MIN_RELEASES` torch releases (saving or loading)."""
+    saving, loading = release_axes(cells)
+    return len(set(saving) | set(loading)) >= MIN_RELEASES
+
+
+def release_grid(cells: list[CellResult]) -> dict[tuple[str, str, str], Counts]:
+    """(format, source release, target release) -> Counts: which release loads what which release wrote.
+
+    Python versions, devices and golden vs live sources of one release fold
+    into one cell; take its `verdict` for the map. Keys are unordered: lay
+    them out with `release_axes`.
+    """
+    of: dict[str, str] = {}  # label -> release: parse each label once, not once per cell
+    out: dict[tuple[str, str, str], Counts] = {}
+    for r in cells:
+        source = of.get(r.source)
+        if source is None:
+            source = of[r.source] = env_release(r.source)
+        target = of.get(r.target)
+        if target is None:
+            target = of[r.target] = env_release(r.target)
+        key = (r.format, source, target)
         if key not in out:
             out[key] = Counts()
         out[key].add(r)

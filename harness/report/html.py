@@ -5,9 +5,10 @@ columns, not as markup: every string goes once into a string table, each
 column is a typed array (the narrowest of uint8/16/32 that fits) in base64,
 and repeated structures (diagnoses, errors, notes, forward results,
 differences) are deduplicated into tables that the columns point into. The
-page's JavaScript decodes the columns, aggregates the matrix and format
-view itself (so filters apply to them), and renders the cell list a page at
-a time. Optional columns store index + 1, with 0 meaning "none".
+page's JavaScript decodes the columns, aggregates the matrix, the format
+view and the release grids itself (so filters apply to them), and renders
+the cell list a page at a time. Optional columns store index + 1, with 0
+meaning "none".
 """
 
 from __future__ import annotations
@@ -21,7 +22,18 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from harness import __version__
-from harness.report.aggregate import COLOUR_RANK, BaselineDiff, Category, category, totals
+from harness.report.aggregate import (
+    COLOUR_RANK,
+    VERDICT_SYMBOL,
+    BaselineDiff,
+    Category,
+    Verdict,
+    category,
+    env_release,
+    release_order,
+    shows_release_map,
+    totals,
+)
 from harness.report.bench import Bench
 from harness.report.model import ReportModel, env_sort_key
 from harness.runtime.env import parse_label
@@ -76,6 +88,28 @@ def _env_info(label: str) -> dict[str, str]:
         return parse_label(label)
     except InputError:
         return {"torch": label, "python": "", "device": ""}
+
+
+def _verdict_class(v: Verdict) -> str:
+    """The CSS class of a verdict (``v-known-issues``); the page's JavaScript spells it the same way."""
+    return "v-na" if v is Verdict.NOT_APPLICABLE else "v-" + v.value.replace(" ", "-")
+
+
+def _releases(envs: list[str], model: ReportModel) -> dict[str, Any]:
+    """What the release grids need: release names, each env's release, the saving and loading releases.
+
+    Envs travel as indices into ``releases``, so the page folds a cell's
+    source and target into releases with two array reads.
+    """
+    names = release_order(envs)
+    index = {name: i for i, name in enumerate(names)}
+    return {
+        "releases": names,
+        "envRelease": [index[env_release(e)] for e in envs],
+        "sourceReleases": [index[r] for r in release_order(model.sources)],
+        "targetReleases": [index[r] for r in release_order(model.targets)],
+        "verdictSymbols": {v.value: VERDICT_SYMBOL[v] for v in Verdict},
+    }
 
 
 def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None) -> dict[str, Any]:
@@ -164,6 +198,7 @@ def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None) -> dict[st
         "expectations": model.expectations,
         "specs": {name: model.cases[name] for name in sorted(failing_generated) if name in model.cases},
         "baseline": baseline is not None,
+        **_releases(envs, model),
     }
 
 
@@ -221,6 +256,8 @@ def render_html(
         more_warnings=max(0, len(model.warnings) - _MAX_NOTICES),
         baseline=baseline,
         bench=bench,
+        show_releases=shows_release_map(model.cells),
+        verdict_legend=[(_verdict_class(v), VERDICT_SYMBOL[v], v.value) for v in Verdict],
         data_json=_json_for_script(pack(model, baseline)),
     )
 

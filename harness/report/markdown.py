@@ -1,8 +1,12 @@
 """``summary.md``: the short form, for ``$GITHUB_STEP_SUMMARY`` and pull requests.
 
-The verdict, the env matrix with counts, the top failures with the command
-that reproduces each, the baseline movement and anything that needs a look
+The verdict, the env matrix with counts, the release map (when the run
+spans enough torch releases), the top failures with the command that
+reproduces each, the baseline movement and anything that needs a look
 (conflicts, warnings). Everything else is in index.html.
+
+`release_map_markdown` renders the release map alone, so a compatibility
+map can be pasted into a README.
 """
 
 from __future__ import annotations
@@ -10,12 +14,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from harness.report.aggregate import BaselineDiff, Counts, env_grid, top_failures, totals
+from harness.report.aggregate import (
+    VERDICT_SYMBOL,
+    BaselineDiff,
+    Counts,
+    Verdict,
+    env_grid,
+    release_axes,
+    release_grid,
+    shows_release_map,
+    top_failures,
+    totals,
+    verdict,
+)
 from harness.report.model import ReportModel
 from harness.report.repro import repro_commands
 from harness.runtime.fileio import write_text
+from harness.runtime.format_names import FORMAT_NAMES
+from harness.runtime.results import CellResult
 
-__all__ = ["summary_markdown", "write_summary"]
+__all__ = ["release_map_markdown", "summary_markdown", "write_summary"]
 
 TOP = 10
 _ORDER = ("pass", "expected", "regression", "mismatch", "skip")
@@ -33,6 +51,43 @@ def _cell(text: str, limit: int = 160) -> str:
 def _counts_text(c: Counts) -> str:
     parts = [f"{c[name]} {name}" for name in _ORDER if c[name] or name == "pass"]
     return " · ".join(parts)
+
+
+_NOT_RUN = "—"
+
+
+def _release_legend() -> str:
+    """The line that says what each symbol of the release map means."""
+    words = {Verdict.NOT_APPLICABLE: "n/a (all skipped)"}
+    return ", ".join(f"`{VERDICT_SYMBOL[v]}` {words.get(v, v.value)}" for v in Verdict) + f", {_NOT_RUN} not run."
+
+
+def release_map_markdown(cells: list[CellResult]) -> str:
+    """The release map of `cells`: a legend, then per format a release x release table of verdict symbols.
+
+    Rows are the torch release that saved, columns the one that loaded (each
+    folding its Pythons, devices and golden sources). No heading, so it can
+    sit under any heading, in summary.md or a README.
+    """
+    if not cells:
+        return ""
+    grid = release_grid(cells)
+    saving, loading = release_axes(cells)
+    present = {f for f, _, _ in grid}
+    # Report order (FORMAT_NAMES), then formats this harness does not know, by name.
+    formats = [f for f in FORMAT_NAMES if f in present] + sorted(present - set(FORMAT_NAMES))
+    lines = ["Rows: the torch release that saved; columns: the one that loaded. " + _release_legend()]
+    for fmt in formats:
+        lines += ["", f"**{_cell(fmt)}**", ""]
+        lines.append("| saved \\ loaded | " + " | ".join(_cell(t) for t in loading) + " |")
+        lines.append("|---|" + ":-:|" * len(loading))
+        for source in saving:
+            row = [_cell(source)]
+            for target in loading:
+                c = grid.get((fmt, source, target))
+                row.append(VERDICT_SYMBOL[verdict(c)] if c else _NOT_RUN)
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def summary_markdown(model: ReportModel, *, baseline: Optional[BaselineDiff] = None, report_name: str = "index.html") -> str:
@@ -57,6 +112,9 @@ def summary_markdown(model: ReportModel, *, baseline: Optional[BaselineDiff] = N
             c = counts.get((source, target))
             row.append(f"{_ICON[c.worst.value if c.worst else None]} {_counts_text(c)}" if c else "—")
         lines.append("| " + " | ".join(row) + " |")
+    if shows_release_map(model.cells):
+        lines += ["", "### Release map (which format written by which torch release loads in which)", ""]
+        lines.append(release_map_markdown(model.cells).rstrip("\n"))
     failing = top_failures(model.cells, model.keys, TOP)
     if failing:
         lines += ["", f"### Top failures ({len(failing)} of {t.failing})", ""]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -113,6 +114,9 @@ def _package_root() -> str:
     return str(Path(__file__).resolve().parent.parent.parent)
 
 
+_FRAME = re.compile(r"\s*(frame #\d+:|<omitting python frames>)")
+
+
 class Child:
     """A running ``python -m MODULE ARGS...`` child, talking JSON lines.
 
@@ -186,9 +190,12 @@ class Child:
         with contextlib.suppress(OSError, ValueError):
             self._stderr.flush()
             size = self._stderr.seek(0, os.SEEK_END)
-            self._stderr.seek(max(0, size - 4000))
+            self._stderr.seek(max(0, size - 16000))
             text = self._stderr.read().decode("utf-8", "replace")
-            return [line for line in text.splitlines() if line.strip()][-lines:]
+            # A C++ abort prints its reason ("what(): ...") before dozens of
+            # stack frames: keep the reason, drop the frames.
+            kept = [line for line in text.splitlines() if line.strip() and not _FRAME.match(line)]
+            return kept[-lines:]
         return []
 
     def stop(self, *, wait: bool = False) -> str:

@@ -277,15 +277,39 @@ def _sparse_indices_corrupt(etype: str, msg: str, fmt: str, load: dict[str, Any]
     )
 
 
-def _torchscript_op_missing(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
-    m = re.search(r"Unknown builtin op: ([\w:.]+)", msg)
+_TORCHSCRIPT_NEWER = re.compile(r"Unknown builtin op: ([\w:.]+)|Unknown type name '([\w.]+)'|(\w+\(\)) INTERNAL ASSERT FAILED")
+
+
+def _torchscript_from_newer_torch(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
+    m = _TORCHSCRIPT_NEWER.search(msg)
     if fmt != "torchscript" or not m:
         return None
-    op = m.group(1).rstrip(".")
+    if m.group(1):
+        what = f"calls {m.group(1).rstrip('.')}, an operator this torch does not have"
+    elif m.group(2):
+        what = f"names {m.group(2)}, a type this torch's TorchScript does not know"
+    else:
+        what = f"holds what this torch's TorchScript reader does not expect ({m.group(3)} failed, which aborts the process)"
     return Diagnosis(
-        "torchscript_op_missing",
-        f"the TorchScript archive calls {op}, an operator this torch does not have (it was written by a newer torch)",
+        "torchscript_from_newer_torch",
+        f"the TorchScript archive {what}: it was written by a newer torch, and TorchScript archives are not forward compatible",
         "script or trace and save the model under the oldest torch that must load it, or upgrade this torch",
+    )
+
+
+_TORCH_CLASS = re.compile(r"Can't get attribute '(\w+)' on <module '(torch[\w.]*)'")
+
+
+def _torch_class_missing(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
+    m = _TORCH_CLASS.search(msg)
+    if not m:
+        return None
+    name = f"{m.group(2)}.{m.group(1)}"
+    return Diagnosis(
+        "torch_class_missing",
+        f"the pickled model uses {name}, which this torch does not have: torch's own classes change between releases "
+        "(a pickled nn.Module only loads where every class it names exists)",
+        "ship a state_dict and build the model in code; or load the whole model with the torch that pickled it or a newer one",
     )
 
 
@@ -311,8 +335,8 @@ _RULES: tuple[Callable[[str, str, str, dict[str, Any]], Optional[Diagnosis]], ..
     # weights_only failures too, but add_safe_globals is not their fix.
     # The dtype rule before the class rule: a missing storage class is a dtype.
     _cuda_on_cpu, _code_global, _pickle_protocol, _weights_only_opcode, _storage_size, _weights_only, _safetensors_corrupt,
-    _key_prefix, _meta_parametrization, _mmap_legacy, _file_from_newer_torch, _dtype_missing, _missing_class,
-    _sparse_from_newer_torch, _sparse_indices_corrupt, _torchscript_op_missing,
+    _key_prefix, _meta_parametrization, _mmap_legacy, _file_from_newer_torch, _dtype_missing, _torch_class_missing, _missing_class,
+    _sparse_from_newer_torch, _sparse_indices_corrupt, _torchscript_from_newer_torch,
     _export_archive_too_new, _export_schema, _user_case, _truncated,
 )
 

@@ -19,6 +19,7 @@ from harness.runtime.errors import InputError
 __all__ = [
     "DEVICES",
     "LOAD_DEVICES",
+    "GOLDEN_PREFIX",
     "Fingerprint",
     "check_device",
     "check_expected_torch",
@@ -35,7 +36,10 @@ DEVICES = ("cpu", "cuda", "cuda-emulated")
 #: Devices a load can run on.
 LOAD_DEVICES = ("cpu", "cuda")
 
-_LABEL = re.compile(r"^torch-(?P<torch>[0-9][0-9A-Za-z.]*)-py(?P<python>\d+\.\d+)-(?P<device>cpu|cuda|cuda-emulated)$")
+#: Prefix of a golden corpus source (harness/golden.py): a file saved by that
+#: env when the corpus was made, kept in the repository.
+GOLDEN_PREFIX = "golden-"
+_LABEL = re.compile(r"^(?:golden-)?torch-(?P<torch>[0-9][0-9A-Za-z.]*)-py(?P<python>\d+\.\d+)-(?P<device>cpu|cuda|cuda-emulated)$")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
     from harness.runtime.builder import Built
 
-__all__ = ["Exported"]
+__all__ = ["Exported", "say_why_the_pt2_reader_failed"]
 
 
 def program_snapshot(ep: torch.export.ExportedProgram) -> Snapshot:
@@ -59,5 +60,32 @@ class Exported(Format):
     def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:
         import torch
 
-        ep = torch.export.load(str(directory / self.filename))
+        path = str(directory / self.filename)
+        try:
+            ep = torch.export.load(path)
+        except KeyError as e:
+            say_why_the_pt2_reader_failed(path, e)
+            raise
         return Loaded("program", program_snapshot(ep), module=ep.module())
+
+
+def say_why_the_pt2_reader_failed(path: str, error: KeyError) -> None:
+    """Surface the error torch.export.load swallowed before its fallback failed.
+
+    torch 2.8's ``torch.export.load`` tries the PT2 archive reader, catches
+    any RuntimeError from it (a CUDA storage on a CPU-only host among them)
+    and falls back to the pre-2.8 layout, which then reports only a missing
+    ``version`` record. The real cause goes out as a warning, which the cell
+    records and its diagnosis reads.
+    """
+    if "version" not in str(error):
+        return
+    try:
+        from torch.export.pt2_archive._package import load_pt2
+    except ImportError:
+        return
+    try:
+        load_pt2(path)
+    except RuntimeError as cause:
+        warnings.warn(f"torch.export.load fell back to the pre-2.8 archive layout after its PT2 reader failed: {cause}",
+                      stacklevel=2)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from harness import build_id
 from harness.runtime.defaults import DEFAULT_TIMEOUT
+from harness.runtime.diagnose import diagnose
 from harness.runtime.digest import digest_bytes
 from harness.runtime.env import check_device, label_for, require_torch
 from harness.runtime.errors import InputError
@@ -300,5 +301,7 @@ def _run_artifact(worker: Worker, art: _Artifact, cells: list[CellResult], recor
             cell = remaining.pop(0) if remaining else None
             worker.stop()
             if cell is not None:
-                record(cell.with_(outcome=Outcome.CRASH, detail=f"the worker process died: {e.detail}"))
+                found = diagnose("crash", e.detail, cell.format, cell.load)
+                record(cell.with_(outcome=Outcome.CRASH, detail=f"the worker process died: {e.detail}",
+                                  diagnosis=found.to_dict() if found else None))
             worker.start()

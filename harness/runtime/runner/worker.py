@@ -53,6 +53,11 @@ def _inject_fault(case: str, fmt: str, options_id: str) -> None:
         want_case, want_fmt, want_opts = (where.split("/", 2) + ["", ""])[:3]
         if want_case == case and want_fmt in (fmt, "*") and want_opts in (options_id, ""):
             if kind == "crash":
+                # As a C++ exception aborts torch: the reason, then stack frames.
+                sys.stderr.write("terminate called after throwing an instance of 'c10::Error'\n"
+                                 "  what():  injected fault: isTuple() INTERNAL ASSERT FAILED\n")
+                sys.stderr.writelines(f"frame #{i}: <unknown function> + 0x{i:x}\n" for i in range(40))
+                sys.stderr.flush()
                 os.abort()
             elif kind == "hang":
                 time.sleep(10**6)
