@@ -19,6 +19,8 @@ import time
 import pytest
 from conftest import REPO, read_results
 
+from harness.runtime.env import GOLDEN_PREFIX, parse_label
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
@@ -50,8 +52,9 @@ def test_reports_are_written(runs):
 def test_two_torch_versions_in_both_directions(runs):
     reports, *_ = runs
     rows = read_results(reports / "results")
-    torch_of = lambda label: label.split("-")[1]  # noqa: E731
-    pairs = {(torch_of(r["source"]), torch_of(r["target"])) for r in rows}
+    torch_of = lambda label: parse_label(label)["torch"]  # noqa: E731
+    live = [r for r in rows if not r["source"].startswith(GOLDEN_PREFIX)]
+    pairs = {(torch_of(r["source"]), torch_of(r["target"])) for r in live}
     versions = {v for pair in pairs for v in pair}
     assert len(versions) >= 2
     for a in versions:
@@ -62,11 +65,22 @@ def test_two_torch_versions_in_both_directions(runs):
     assert not bad, json.dumps(bad[:3], indent=1)
 
 
+def test_the_golden_corpus_brings_six_years_of_releases_into_the_default_run(runs):
+    reports, *_ = runs
+    rows = read_results(reports / "results")
+    golden = [r for r in rows if r["source"].startswith(GOLDEN_PREFIX)]
+    releases = {parse_label(r["source"])["torch"] for r in golden}
+    assert {"1.4.0", "1.8.1", "1.13.1"} <= releases, releases
+    assert any(r["outcome"] == "pass" and r["source"].startswith("golden-torch-1.4.0") for r in golden)
+    # every target of the default matrix loaded them (the bad-cell check above covers their failures)
+    assert {r["target"] for r in golden} == {r["target"] for r in rows}
+
+
 def test_weights_only_flip_is_an_expected_error_with_its_diagnosis(runs):
     reports, *_ = runs
     rows = read_results(reports / "results")
     flip = [r for r in rows if r["format"] == "full_model" and r["load"].get("weights_only") == "default"
-            and r["source"].endswith("-cpu") and r["load"].get("map_location") == "cpu"]
+            and r["source"].startswith("torch-") and r["source"].endswith("-cpu") and r["load"].get("map_location") == "cpu"]
     newer = [r for r in flip if r["target"].startswith("torch-2.15")]
     older = [r for r in flip if r["target"].startswith("torch-2.4")]
     assert newer and older
