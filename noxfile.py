@@ -151,14 +151,19 @@ def load(session: nox.Session, env: str) -> None:
     )
 
 
+_UNPACKED: list = []
+
+
 def _unpack_golden(session: nox.Session) -> list:
-    """Place the golden corpus among the artifacts, verified byte for byte."""
+    """Place the golden corpus among the artifacts, verified byte for byte (once per nox run)."""
     if not USE_GOLDEN or not GOLDEN_IDS:
         return []
-    try:
-        return unpack(GOLDEN, ARTIFACTS)
-    except InputError as e:
-        session.error(f"golden corpus: {e}")
+    if not _UNPACKED:
+        try:
+            _UNPACKED.extend(unpack(GOLDEN, ARTIFACTS))
+        except InputError as e:
+            session.error(f"golden corpus: {e}")
+    return list(_UNPACKED)
 
 
 @nox.session(python=False, default=False)

@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -66,9 +66,15 @@ def python_support(torch: str) -> tuple[str, str]:
     return PYTHON_SUPPORT[newest] if minor > newest else PYTHON_SUPPORT[min(PYTHON_SUPPORT)]
 
 
-def _supports(torch: str, python: str) -> bool:
+def _python_range(torch: str) -> tuple[str, str]:
+    """The Pythons an env of this torch can use: its wheels, cut at the harness's floor."""
     low, high = python_support(torch)
-    return release(max(low, MIN_PYTHON, key=release)) <= release(python) <= release(high)
+    return max(low, MIN_PYTHON, key=release), high
+
+
+def _supports(torch: str, python: str) -> bool:
+    low, high = _python_range(torch)
+    return release(low) <= release(python) <= release(high)
 
 
 def requirements(torch: str) -> list[str]:
@@ -77,6 +83,7 @@ def requirements(torch: str) -> list[str]:
     return [f"torch=={torch}", "safetensors>=0.3", numpy]
 
 
+@functools.lru_cache(maxsize=None)
 def find_python(version: str) -> Optional[str]:
     """An interpreter of this CPython minor on the machine (PATH, then pyenv), or None.
 
@@ -92,7 +99,6 @@ def find_python(version: str) -> Optional[str]:
     return None
 
 
-@functools.lru_cache(maxsize=None)
 def _runs(exe: str, version: str) -> bool:
     try:
         out = subprocess.run([exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
@@ -108,8 +114,7 @@ def pick_python(torch: str, have: Callable[[str], bool]) -> Optional[str]:
     The newest CPython it has wheels for that the machine has (`have`), so a
     wide matrix runs old releases without asking for their Python by name.
     """
-    low, high = python_support(torch)
-    low = max(low, MIN_PYTHON, key=release)
+    low, high = _python_range(torch)
     minor = release(high)[1]
     while minor >= release(low)[1]:
         python = f"3.{minor}"
@@ -117,6 +122,11 @@ def pick_python(torch: str, have: Callable[[str], bool]) -> Optional[str]:
             return python
         minor -= 1
     return None
+
+
+def _fields(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Matrix fields from TOML values: lists become tuples of strings (the dataclass is frozen and hashable)."""
+    return {key: tuple(str(v) for v in value) if isinstance(value, list) else value for key, value in items}
 
 
 @dataclass(frozen=True)
@@ -175,9 +185,7 @@ class Matrix:
             raise InputError(f"{where}: matrix must hold tables, e.g. [tool.torch-roundtrip.matrix.history]")
         for name, sub in named.items():
             cls.from_table(sub, f"{where} matrix.{name}")  # refuse a bad named matrix when it is read
-        kw: dict[str, Any] = {}
-        for key, value in table.items():
-            kw[key] = tuple(str(v) for v in value) if isinstance(value, list) else value
+        kw = _fields(table.items())
         kw["named"] = tuple((name, tuple(sub.items())) for name, sub in named.items())
         return cls(**kw).validated(where)
 
@@ -187,8 +195,7 @@ class Matrix:
         if name not in tables:
             known = ", ".join(tables) or "none are configured"
             raise InputError(f"no matrix named {name!r} in [tool.torch-roundtrip.matrix] (known: {known})")
-        changes: dict[str, Any] = {k: tuple(str(x) for x in v) if isinstance(v, list) else v for k, v in tables[name]}
-        return replace(self, **changes).validated(f"matrix {name}")
+        return replace(self, **_fields(tables[name])).validated(f"matrix {name}")
 
     @classmethod
     def from_pyproject(cls, path: Path) -> Matrix:

@@ -51,20 +51,21 @@ def real(tmp_path_factory):
     return {"url": (tmp / "out" / "index.html").as_uri(), "model": build_model([results])}
 
 
+def _built(tmp, write_results):
+    """A report of the results `write_results` writes, judged by the fixtures' expectations."""
+    exp = write_expectations(tmp)
+    build_report([write_results(tmp / "R")], tmp / "out", expectations=exp)
+    return {"url": (tmp / "out" / "index.html").as_uri(), "model": build_model([tmp / "R"], Expectations.load(exp))}
+
+
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("mini")
-    exp = write_expectations(tmp)
-    build_report([miniature(tmp / "R")], tmp / "out", expectations=exp)
-    return {"url": (tmp / "out" / "index.html").as_uri(), "model": build_model([tmp / "R"], Expectations.load(exp))}
+    return _built(tmp_path_factory.mktemp("mini"), miniature)
 
 
 @pytest.fixture(scope="module")
 def hist(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hist")
-    exp = write_expectations(tmp)
-    build_report([history(tmp / "R")], tmp / "out", expectations=exp)
-    return {"url": (tmp / "out" / "index.html").as_uri(), "model": build_model([tmp / "R"], Expectations.load(exp))}
+    return _built(tmp_path_factory.mktemp("hist"), history)
 
 
 @pytest.fixture(scope="module")
