@@ -130,3 +130,17 @@ def test_killed_save_resumes_without_half_written_artifacts(tmp_path, curated_sp
     assert not list(out.glob("*/*/.tmp-save"))  # no leftovers of the killed run
     load = run_cli("load", "--artifacts", str(out), "--results", str(tmp_path / "R"), cwd=tmp_path)
     assert load.returncode == 0, load.stderr
+
+
+def test_a_crash_cell_is_diagnosed_from_the_aborts_reason(tmp_path):
+    # torch 1.8.1 aborts the process on TorchScript archives from 1.13 on; the
+    # injected crash prints the same kind of C++ reason before its frames.
+    save = run_cli("save", "--out", str(tmp_path / "A"), "--formats", "torchscript", cwd=tmp_path)
+    assert save.returncode == 0, save.stderr
+    env = {"TORCH_ROUNDTRIP_FAULT": "crash@simple_net/torchscript/map_location=cpu"}
+    run_cli("load", "--artifacts", str(tmp_path / "A"), "--results", str(tmp_path / "R"), "--case", "simple_net",
+            env=env, cwd=tmp_path)
+    crashes = [r for r in read_results(tmp_path / "R") if r["outcome"] == "crash"]
+    assert len(crashes) == 1
+    assert crashes[0]["diagnosis"]["code"] == "torchscript_from_newer_torch"
+    assert not crashes[0]["expected"]  # same torch on both sides: no expectation covers it

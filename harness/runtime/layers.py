@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ACTIVATIONS", "KINDS", "REQUIRED", "Field", "LayerKind", "Sig", "input_shape"]
+__all__ = ["ACTIVATIONS", "KINDS", "REQUIRED", "Field", "LayerKind", "Sig", "input_shape", "make_module"]
 
 Sig = Tuple[str, int, str]  # typing.Tuple: builtin generics are 3.9+, the runtime runs on 3.8
 
@@ -112,7 +112,7 @@ def _kwargs_supported(cls: type[torch.nn.Module], **kwargs: Any) -> dict[str, An
     return {k: v for k, v in kwargs.items() if k in params}
 
 
-def _make(
+def make_module(
     cls: type[torch.nn.Module], *args: Any, dtype: Optional[torch.dtype] = None,
     defaults: Optional[dict[str, Any]] = None, **kwargs: Any,
 ) -> torch.nn.Module:
@@ -159,14 +159,14 @@ def _nn() -> ModuleType:
 
 
 def _linear(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
-    return _make(_nn().Linear, f["in_features"], f["out_features"], bias=f["bias"], dtype=dtype)
+    return make_module(_nn().Linear, f["in_features"], f["out_features"], bias=f["bias"], dtype=dtype)
 
 
 def _conv(n: int, transpose: bool) -> Callable[[dict[str, Any], Optional[torch.dtype]], torch.nn.Module]:
     def build(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
         nn = _nn()
         cls = getattr(nn, f"Conv{'Transpose' if transpose else ''}{n}d")
-        return _make(
+        return make_module(
             cls, f["in_channels"], f["out_channels"], f["kernel_size"],
             padding=f["kernel_size"] // 2, groups=f["groups"], bias=f["bias"], dtype=dtype,
         )
@@ -177,7 +177,7 @@ def _conv(n: int, transpose: bool) -> Callable[[dict[str, Any], Optional[torch.d
 def _batch_norm(n: int) -> Callable[[dict[str, Any], Optional[torch.dtype]], torch.nn.Module]:
     def build(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
         cls = getattr(_nn(), f"BatchNorm{n}d")
-        return _make(cls, f["num_features"], affine=f["affine"], track_running_stats=f["track_running_stats"], dtype=dtype)
+        return make_module(cls, f["num_features"], affine=f["affine"], track_running_stats=f["track_running_stats"], dtype=dtype)
 
     return build
 
@@ -186,7 +186,7 @@ def _rnn(name: str) -> Callable[[dict[str, Any], Optional[torch.dtype]], torch.n
     def build(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
         cls = getattr(_nn(), name)
         extra = {"nonlinearity": f["nonlinearity"]} if name == "RNN" else {}
-        return _make(
+        return make_module(
             cls, f["input_size"], f["hidden_size"], num_layers=f["num_layers"], bias=f["bias"],
             batch_first=f["batch_first"], bidirectional=f["bidirectional"], dtype=dtype, **extra,
         )
@@ -196,7 +196,7 @@ def _rnn(name: str) -> Callable[[dict[str, Any], Optional[torch.dtype]], torch.n
 
 def _encoder_layer(f: dict[str, Any], dtype: Optional[torch.dtype]) -> torch.nn.Module:
     nn = _nn()
-    return _make(
+    return make_module(
         nn.TransformerEncoderLayer, f["d_model"], f["nhead"], dim_feedforward=f["dim_feedforward"],
         dropout=f["dropout"], activation=f["activation"], batch_first=f["batch_first"], norm_first=f["norm_first"],
         dtype=dtype, defaults={"batch_first": False, "norm_first": False},
@@ -333,7 +333,7 @@ def _kinds() -> dict[str, LayerKind]:
             name="layer_norm",
             fields=(Field("normalized_shape", int, check=_positive), Field("elementwise_affine", bool, True)),
             dtypes=FLOATS,
-            build=lambda f, d: _make(_nn().LayerNorm, f["normalized_shape"], elementwise_affine=f["elementwise_affine"], dtype=d),
+            build=lambda f, d: make_module(_nn().LayerNorm, f["normalized_shape"], elementwise_affine=f["elementwise_affine"], dtype=d),
             accepts=_features_in("normalized_shape", "vec", "seq"),
             output=_same,
             natural_input=_natural("vec", "normalized_shape"),
@@ -346,7 +346,7 @@ def _kinds() -> dict[str, LayerKind]:
                 Field("affine", bool, True),
             ),
             dtypes=FLOATS,
-            build=lambda f, d: _make(_nn().GroupNorm, f["num_groups"], f["num_channels"], affine=f["affine"], dtype=d),
+            build=lambda f, d: make_module(_nn().GroupNorm, f["num_groups"], f["num_channels"], affine=f["affine"], dtype=d),
             accepts=_features_in("num_channels", "vec", "img1", "img2", "img3"),
             output=_same,
             natural_input=_natural("img2", "num_channels"),
@@ -361,7 +361,7 @@ def _kinds() -> dict[str, LayerKind]:
                       else "must be null or an index below num_embeddings"),
             ),
             dtypes=WITH_COMPLEX,
-            build=lambda f, d: _make(_nn().Embedding, f["num_embeddings"], f["embedding_dim"], padding_idx=f["padding_idx"], dtype=d),
+            build=lambda f, d: make_module(_nn().Embedding, f["num_embeddings"], f["embedding_dim"], padding_idx=f["padding_idx"], dtype=d),
             accepts=_features_in("num_embeddings", "tokens"),
             output=lambda f, sig: ("seq", f["embedding_dim"], sig[2]),
             natural_input=lambda f, dtype: ("tokens", f["num_embeddings"], dtype),
@@ -374,7 +374,7 @@ def _kinds() -> dict[str, LayerKind]:
                 Field("mode", str, "mean", _one_of("mean", "sum", "max")),
             ),
             dtypes=FLOATS,
-            build=lambda f, d: _make(_nn().EmbeddingBag, f["num_embeddings"], f["embedding_dim"], mode=f["mode"], dtype=d),
+            build=lambda f, d: make_module(_nn().EmbeddingBag, f["num_embeddings"], f["embedding_dim"], mode=f["mode"], dtype=d),
             accepts=_features_in("num_embeddings", "tokens"),
             output=lambda f, sig: ("vec", f["embedding_dim"], sig[2]),
             natural_input=lambda f, dtype: ("tokens", f["num_embeddings"], dtype),
@@ -392,7 +392,7 @@ def _kinds() -> dict[str, LayerKind]:
                 Field("batch_first", bool, False),
             ),
             dtypes=FLOATS,
-            build=lambda f, d: _make(
+            build=lambda f, d: make_module(
                 _nn().MultiheadAttention, f["embed_dim"], f["num_heads"], bias=f["bias"], add_bias_kv=f["add_bias_kv"],
                 batch_first=f["batch_first"], dtype=d, defaults={"batch_first": False}),
             accepts=_features_in("embed_dim", "seq"),

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MANIFEST_SCHEMA",
+    "all_parameters",
     "Manifest",
     "Reference",
     "Snapshot",
@@ -223,7 +224,7 @@ def flatten(obj: Any, prefix: str = "", snap: Optional[Snapshot] = None, role: s
     return snap
 
 
-def _all_parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+def all_parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter under every name it has, tied ones included."""
     try:
         return dict(module.named_parameters(remove_duplicate=False))
@@ -243,7 +244,7 @@ def module_snapshot(module: torch.nn.Module) -> Snapshot:
     state = module.state_dict(keep_vars=True)
     # A ScriptModule hands back plain tensors from state_dict(keep_vars=True);
     # named_parameters() tells parameters apart in every kind of module.
-    params = _all_parameters(module)
+    params = all_parameters(module)
     snap = Snapshot()
     by_id: dict[int, list[str]] = {}
     for name, t in state.items():

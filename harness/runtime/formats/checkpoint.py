@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from harness.runtime.builder import Built
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "canonical_optimizer_state"]
 
 
 def _rng_state() -> dict[str, Any]:
@@ -47,7 +47,7 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _canonical(state_dict: dict[str, Any]) -> dict[str, Any]:
+def canonical_optimizer_state(state_dict: dict[str, Any]) -> dict[str, Any]:
     """An optimizer state dict in the one shape every release can be compared in.
 
     Two things differ between releases by design, not by damage:
@@ -79,7 +79,7 @@ def resume_snapshot(
 ) -> Snapshot:
     snap = Snapshot()
     snap.merge(module_snapshot(model), "model.")
-    flatten(_canonical(optimizer.state_dict()), "optimizer.", snap)
+    flatten(canonical_optimizer_state(optimizer.state_dict()), "optimizer.", snap)
     flatten(scheduler.state_dict(), "scheduler.", snap)
     flatten(rng, "rng.", snap)
     snap.values["step"] = step
