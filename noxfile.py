@@ -59,14 +59,19 @@ def _matrix() -> Matrix:
     try:
         return parse_overrides(Matrix.from_pyproject(ROOT / "pyproject.toml"), posargs(sys.argv), warn=_stderr)
     except InputError as e:
-        sys.exit(f"nox: matrix error: {e}")
+        # One line and exit 2, as every input error of the harness.
+        print(f"nox: matrix error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 MATRIX = _matrix()
 PLAN = MATRIX.plan()
 SAVE_IDS = [e.label for e in PLAN.save]
 LOAD_IDS = [e.label for e in PLAN.load]
-GOLDEN_IDS = golden_labels(GOLDEN) if USE_GOLDEN else []
+# A matrix may leave the golden corpus out (`golden = false`: the numpy matrix,
+# whose question the corpus's files do not ask).
+LOAD_GOLDEN = USE_GOLDEN and MATRIX.golden
+GOLDEN_IDS = golden_labels(GOLDEN) if LOAD_GOLDEN else []
 
 
 def _interpreter(python: str) -> str:
@@ -78,7 +83,9 @@ def _interpreter(python: str) -> str:
 def _install_env(session: nox.Session, torch: str, requirements: list) -> None:
     """torch and its companions, the user's extras, then this harness.
 
-    The phases check with --expect-torch that the torch they run is this one.
+    The phases check with --expect-torch that the torch they run is this one,
+    and, on a numpy axis, with TORCH_ROUNDTRIP_EXPECT_NUMPY (`Env.phase_env`)
+    that the numpy they run is the one the label names.
     """
     session.install(*requirements, *MATRIX.install)
     session.install(str(ROOT))
@@ -128,7 +135,7 @@ def save(session: nox.Session, env: str) -> None:
         args += ["--formats", ",".join(MATRIX.formats)]
     for ref in MATRIX.user_cases:
         args += ["--user-case", ref]
-    session.run("python", "-m", "harness", "save", *args)
+    session.run("python", "-m", "harness", "save", *args, env=e.phase_env)
 
 
 @nox.session(default=False)
@@ -147,7 +154,7 @@ def load(session: nox.Session, env: str) -> None:
     session.run(
         "python", "-m", "harness", "load", "--artifacts", str(ARTIFACTS), "--results", str(RESULTS),
         "--device", e.device, "--timeout", str(MATRIX.timeout), "--expect-torch", e.torch, *extra,
-        success_codes=[0, 1],
+        success_codes=[0, 1], env=e.phase_env,
     )
 
 
@@ -156,7 +163,7 @@ _UNPACKED: list = []
 
 def _unpack_golden(session: nox.Session) -> list:
     """Place the golden corpus among the artifacts, verified byte for byte (once per nox run)."""
-    if not USE_GOLDEN or not GOLDEN_IDS:
+    if not LOAD_GOLDEN or not GOLDEN_IDS:
         return []
     if not _UNPACKED:
         try:
@@ -203,7 +210,7 @@ def check_env(session: nox.Session, env: str) -> None:
     _phase_dir(session)
     trust = ["--trust"] if "--trust" in session.posargs else []
     session.run("python", "-m", "harness", "check", *files, *trust, "--out", str(REPORTS / "check" / f"{env}.json"),
-                success_codes=[0, 1])
+                success_codes=[0, 1], env=e.phase_env)
 
 
 @nox.session(python=False, default=False, requires=[f"check_env({i})" for i in LOAD_IDS])

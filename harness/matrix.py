@@ -3,9 +3,10 @@
 It lives in one place, ``[tool.torch-roundtrip]`` in pyproject.toml, and
 ``nox -s roundtrip -- --torch 2.4.1 2.8.0`` (and the other options below)
 overrides it for one run. Resolution turns it into envs: every torch x
-Python x device that can exist, with the packages each needs to import
-cleanly; combinations that cannot exist (a Python that torch release has no
-wheels for) are skipped with the reason, never attempted.
+Python x device (x numpy, where the matrix has a numpy axis) that can exist,
+with the packages each needs to import cleanly; combinations that cannot
+exist (a Python that torch release has no wheels for, a numpy that torch
+release does not work with) are skipped with the reason, never attempted.
 
 Version numbers here are facts about releases (which wheels exist, which
 numpy imports cleanly), never feature switches: the runtime detects features.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,14 +27,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from harness.runtime.defaults import DEFAULT_TIMEOUT
-from harness.runtime.env import DEVICES, label_for
+from harness.runtime.env import DEVICES, EXPECT_NUMPY, label_for
 from harness.runtime.errors import InputError
 from harness.runtime.format_names import FORMAT_NAMES
 from harness.runtime.versions import matches, release
 
 __all__ = [
-    "PYTHON_SUPPORT", "Env", "Matrix", "Plan", "find_python", "parse_overrides", "pick_python", "posargs", "python_support",
-    "requirements",
+    "EXPECT_NUMPY", "NUMPY_ALLOWED", "NUMPY_PYTHON", "PYTHON_SUPPORT", "Env", "Matrix", "Plan", "find_python", "numpy_allowed",
+    "numpy_python", "parse_overrides", "pick_python", "posargs", "python_support", "requirements",
 ]
 
 #: CPython versions with Linux x86_64 wheels on PyPI, per torch minor release
@@ -55,6 +57,22 @@ MIN_TORCH = "1.4"
 #: was built against numpy 1.x and fails or warns beside numpy 2, and torch
 #: 1.4's wheels predate numpy 1.20's C API changes.
 NUMPY_PINS = (("<1.5", "numpy<1.20"), ("<2.3", "numpy<2"), ("*", "numpy>=2"))
+#: numpy each torch release works beside, for the numpy axis (``numpy = [...]``),
+#: first match wins. The pins above are the default choice; this is the range.
+#: torch 2.3 and later are built against numpy 2 and run beside numpy 1 too
+#: (measured 2026-12 with torch 2.4.1 and 2.15.0: numpy 1.23.5, the oldest with
+#: Python 3.11 wheels, 1.24.4, 1.26.4 and 2.0.2 import, convert and round-trip).
+NUMPY_ALLOWED = (("<1.5", "<1.20"), ("<2.3", "<2"), ("*", ">=1.23"))
+#: CPython versions with Linux x86_64 wheels of each numpy minor release (read
+#: from PyPI with ``uv pip compile --only-binary :all: --python-version``,
+#: 2026-12; the newest patch release of each minor). A numpy newer than the
+#: table is assumed to support what the newest known one does.
+NUMPY_PYTHON = {
+    (1, 16): ("3.5", "3.7"), (1, 17): ("3.5", "3.8"), (1, 18): ("3.5", "3.8"), (1, 19): ("3.6", "3.9"),
+    (1, 20): ("3.7", "3.9"), (1, 21): ("3.7", "3.10"), (1, 22): ("3.8", "3.10"), (1, 23): ("3.8", "3.11"),
+    (1, 24): ("3.8", "3.11"), (1, 25): ("3.9", "3.11"), (1, 26): ("3.9", "3.12"), (2, 0): ("3.9", "3.12"),
+    (2, 1): ("3.10", "3.13"), (2, 2): ("3.10", "3.13"), (2, 3): ("3.11", "3.14"), (2, 4): ("3.11", "3.14"),
+}
 
 
 def python_support(torch: str) -> tuple[str, str]:
@@ -64,6 +82,20 @@ def python_support(torch: str) -> tuple[str, str]:
         return PYTHON_SUPPORT[minor]
     newest = max(PYTHON_SUPPORT)
     return PYTHON_SUPPORT[newest] if minor > newest else PYTHON_SUPPORT[min(PYTHON_SUPPORT)]
+
+
+def numpy_allowed(torch: str) -> str:
+    """The numpy versions this torch release works beside, as a specifier (``"<2"``)."""
+    return next(spec for release_spec, spec in NUMPY_ALLOWED if matches(torch, release_spec))
+
+
+def numpy_python(numpy: str) -> tuple[str, str]:
+    """(lowest, highest) CPython version with wheels for this numpy release."""
+    minor = release(numpy)[:2]
+    if minor in NUMPY_PYTHON:
+        return NUMPY_PYTHON[minor]
+    newest = max(NUMPY_PYTHON)
+    return NUMPY_PYTHON[newest] if minor > newest else NUMPY_PYTHON[min(NUMPY_PYTHON)]
 
 
 def _python_range(torch: str) -> tuple[str, str]:
@@ -77,10 +109,10 @@ def _supports(torch: str, python: str) -> bool:
     return release(low) <= release(python) <= release(high)
 
 
-def requirements(torch: str) -> list[str]:
-    """What an env of this torch installs besides the harness."""
-    numpy = next(pin for spec, pin in NUMPY_PINS if matches(torch, spec))
-    return [f"torch=={torch}", "safetensors>=0.3", numpy]
+def requirements(torch: str, numpy: Optional[str] = None) -> list[str]:
+    """What an env of this torch (and this numpy, on a numpy axis) installs besides the harness."""
+    pin = f"numpy=={numpy}" if numpy else next(pin for spec, pin in NUMPY_PINS if matches(torch, spec))
+    return [f"torch=={torch}", "safetensors>=0.3", pin]
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,14 +168,25 @@ class Env:
     torch: str
     python: str
     device: str
+    #: the numpy it installs and names in its label; None without a numpy axis
+    numpy: Optional[str] = None
 
     @property
     def label(self) -> str:
-        return label_for(self.torch, self.python, self.device)
+        return label_for(self.torch, self.python, self.device, self.numpy)
 
     @property
     def requirements(self) -> list[str]:
-        return requirements(self.torch)
+        return requirements(self.torch, self.numpy)
+
+    @property
+    def phase_env(self) -> dict[str, str]:
+        """Environment variables of its phases: the numpy guard where the matrix has a numpy axis.
+
+        Empty without the axis, so a value left in the outer environment
+        cannot add a numpy to the labels of a matrix that has none.
+        """
+        return {EXPECT_NUMPY: self.numpy or ""}
 
 
 @dataclass(frozen=True)
@@ -161,6 +204,10 @@ class Matrix:
     torch: tuple[str, ...] = ("2.4.1", "2.15.0")
     python: tuple[str, ...] = ("3.11",)
     devices: tuple[str, ...] = ("cpu", "cuda-emulated")
+    #: the numpy axis: each torch release gets the versions of this list it
+    #: works beside (NUMPY_ALLOWED); empty, each gets its default pin and
+    #: labels name no numpy
+    numpy: tuple[str, ...] = ()
     formats: tuple[str, ...] = ()
     generated: int = 0
     seed: int = 0
@@ -168,6 +215,8 @@ class Matrix:
     user_cases: tuple[str, ...] = ()
     #: extra requirements every env installs (the package your user cases live in, ...)
     install: tuple[str, ...] = ()
+    #: load the golden corpus (golden/) as extra sources in every load session
+    golden: bool = True
     #: named matrices (``[tool.torch-roundtrip.matrix.NAME]``) that ``--matrix NAME`` selects;
     #: each table overrides the keys it gives
     named: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
@@ -225,6 +274,15 @@ class Matrix:
         for f in self.formats:
             if f not in FORMAT_NAMES:
                 raise InputError(f"{where}: format {f!r} is not one of {', '.join(FORMAT_NAMES)}")
+        if not isinstance(self.golden, bool):
+            raise InputError(f"{where}: golden must be true or false, not {self.golden!r}")
+        for n in self.numpy:
+            # A full release: the label names it, and the env must report the same string.
+            if not re.fullmatch(r"\d+\.\d+\.\d+", n):
+                raise InputError(f"{where}: numpy {n!r} is not a full release number like 1.26.4")
+            if not any(matches(n, numpy_allowed(t)) for t in self.torch):
+                ranges = "; ".join(f"torch {t}: numpy {numpy_allowed(t)}" for t in self.torch)
+                raise InputError(f"{where}: numpy {n} works beside none of the torch releases of the matrix ({ranges})")
         return self
 
     def plan(self, have: Optional[Callable[[str], bool]] = None) -> Plan:
@@ -253,12 +311,34 @@ class Matrix:
                 notes.append(f"torch {torch} has no wheels for Python {', '.join(self.python)}: using {picked}")
                 pythons = [picked]
             for python in pythons:
-                save += [Env(torch, python, device) for device in self.devices]
-                load += [Env(torch, python, device) for device in load_devices]
+                for numpy in self._numpy_for(torch, python, skipped):
+                    save += [Env(torch, python, device, numpy) for device in self.devices]
+                    load += [Env(torch, python, device, numpy) for device in load_devices]
         if not save:
             reasons = "; ".join(f"{label}: {why}" for label, why in skipped) or "the matrix is empty"
             raise InputError(f"no env of the matrix can exist ({reasons})")
         return Plan(save, load, skipped, notes)
+
+    def _numpy_for(self, torch: str, python: str, skipped: list[tuple[str, str]]) -> list[Optional[str]]:
+        """The numpy versions of the axis an env of this torch and Python gets; [None] without the axis.
+
+        The others are added to `skipped` with the reason.
+        """
+        if not self.numpy:
+            return [None]
+        allowed = numpy_allowed(torch)
+        found: list[Optional[str]] = []
+        for numpy in self.numpy:
+            low, high = numpy_python(numpy)
+            if not matches(numpy, allowed):
+                why = f"torch {torch} works beside numpy {allowed} only"
+            elif not release(low) <= release(python) <= release(high):
+                why = f"numpy {numpy} has wheels for Python {low} to {high} only"
+            else:
+                found.append(numpy)
+                continue
+            skipped += [(Env(torch, python, d, numpy).label, why) for d in self.devices]
+        return found
 
     def corpus_args(self) -> list[str]:
         return ["--generated", str(self.generated), "--seed", str(self.seed)]
@@ -274,6 +354,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--torch", nargs="+")
     p.add_argument("--python", nargs="+")
     p.add_argument("--device", "--devices", dest="devices", nargs="+")
+    p.add_argument("--numpy", nargs="+")
     p.add_argument("--formats", nargs="+")
     p.add_argument("--generated", type=int)
     p.add_argument("--seed", type=int)
@@ -298,11 +379,11 @@ def parse_overrides(matrix: Matrix, args: Sequence[str], warn: Optional[Callable
     if unknown and warn is not None:
         # The same arguments reach every session (pytest's, load's --cell):
         # say what the matrix ignores rather than refuse it.
-        warn(f"matrix: ignoring {' '.join(unknown)} (matrix options: --matrix, --torch, --python, --device, --formats, --generated, --seed, --timeout, --user-case, --install)")
+        warn(f"matrix: ignoring {' '.join(unknown)} (matrix options: --matrix, --torch, --python, --device, --numpy, --formats, --generated, --seed, --timeout, --user-case, --install)")
     if ns.matrix:
         matrix = matrix.select(ns.matrix)
     changes: dict[str, Any] = {}
-    for key in ("torch", "python", "formats", "user_cases", "install"):
+    for key in ("torch", "python", "numpy", "formats", "user_cases", "install"):
         value = getattr(ns, key)
         if value:
             if key == "formats":

@@ -75,3 +75,23 @@ def read_results(results_dir: Path) -> list:
     for path in sorted(Path(results_dir).glob("*.jsonl")):
         rows.extend(json.loads(line) for line in path.read_text().splitlines() if line.strip())
     return rows
+
+
+class Damaging:
+    """A format whose loads come back damaged by `damage(loaded)`."""
+
+    def __init__(self, fmt, damage):
+        self.fmt, self.damage = fmt, damage
+        self.name = fmt.name
+
+    def unavailable(self):
+        return self.fmt.unavailable()
+
+    def load(self, directory, options, ctx):
+        return self.damage(self.fmt.load(directory, options, ctx))
+
+    def recover(self, loaded, expected):
+        return self.fmt.recover(loaded, expected)
+
+    def torch_load_path(self, directory):
+        return self.fmt.torch_load_path(directory)

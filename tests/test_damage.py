@@ -16,6 +16,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import Damaging  # noqa: E402
+
 from harness import __version__  # noqa: E402
 from harness.runtime.env import fingerprint  # noqa: E402
 from harness.runtime.formats import FORMATS  # noqa: E402
@@ -38,23 +40,6 @@ def saved(tmp_path_factory, curated_specs):
         for m in save_case(curated_specs[name], case_dir, fp, list(FORMATS.values()), "cpu"):
             out[(name, m.format)] = (Manifest.from_dict(m.to_dict()), case_dir)
     return out, fp, curated_specs
-
-
-class Damaging:
-    """A format whose loads come back damaged by `damage(loaded)`."""
-
-    def __init__(self, fmt, damage):
-        self.fmt, self.damage = fmt, damage
-        self.name = fmt.name
-
-    def unavailable(self):
-        return self.fmt.unavailable()
-
-    def load(self, directory, options, ctx):
-        return self.damage(self.fmt.load(directory, options, ctx))
-
-    def recover(self, loaded, expected):
-        return self.fmt.recover(loaded, expected)
 
 
 def cell(saved, case, fmt_name, options, damage=None):

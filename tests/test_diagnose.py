@@ -68,6 +68,16 @@ PREFIX = ('Error(s) in loading state_dict for CaseModel:\n\tMissing key(s) in st
      "torchscript", {}, "torchscript_from_newer_torch", "upgrade this torch"),
     ("AttributeError", "Can't get attribute 'NonDynamicallyQuantizableLinear' on <module 'torch.nn.modules.linear' from "
      "'/x/torch/nn/modules/linear.py'>", "full_model", {}, "torch_class_missing", "state_dict"),
+    # Files that are not checkpoints (torch 2.4.1, weights_only=False; more in tests/test_not_checkpoints.py)
+    ("UnpicklingError", "invalid load key, 'v'.", "state_dict", {}, "git_lfs_pointer", "git lfs pull"),
+    ("UnpicklingError", "invalid load key, '<'.", "state_dict", {}, "html_not_checkpoint", "download the file again"),
+    ("RuntimeError", "unexpected EOF, expected 10 more bytes. The file might be corrupted.", "state_dict_legacy", {}, "corrupt_file", "re-download"),
+    # The wrong loader (torch 2.15.0: a TorchScript archive to torch.load, a torch.save zip to torch.jit.load)
+    ("RuntimeError", "Cannot use ``weights_only=True`` with TorchScript archives passed to ``torch.load``. In PyTorch 2.6, we changed "
+     "the default value of the `weights_only` argument in `torch.load` from `False` to `True`.", "torchscript",
+     {"loader": "torch.load"}, "wrong_loader", "torch.jit.load"),
+    ("RuntimeError", "PytorchStreamReader failed locating file constants.pkl: file not found. This is an internal miniz error.",
+     "full_model", {"loader": "torch.jit.load"}, "wrong_loader", "torch.load"),
 ])
 def test_known_failures(etype, message, fmt, load, code, fix_words):
     d = diagnose(etype, message, fmt, load)

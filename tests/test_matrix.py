@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 
 from harness.matrix import (
+    EXPECT_NUMPY,
+    Env,
     Matrix,
+    numpy_allowed,
+    numpy_python,
     parse_overrides,
     pick_python,
     posargs,
     python_support,
     requirements,
 )
+from harness.report.model import env_sort_key
+from harness.runtime.env import label_for, labelled_numpy, parse_label
 from harness.runtime.errors import InputError
 
-REPO_PYPROJECT = __import__("conftest").REPO / "pyproject.toml"
+REPO = __import__("conftest").REPO
+REPO_PYPROJECT = REPO / "pyproject.toml"
 
 
 def test_default_matrix_straddles_the_weights_only_flip():
@@ -129,3 +142,173 @@ def test_a_named_matrix_is_checked_when_read(tmp_path):
     p.write_text('[tool.torch-roundtrip]\ntorch = ["2.4.1"]\n[tool.torch-roundtrip.matrix.old]\ntorchh = ["1.4.0"]\n')
     with pytest.raises(InputError, match="matrix.old: unknown key 'torchh'"):
         Matrix.from_pyproject(p)
+
+
+# -- the numpy axis --------------------------------------------------------------
+
+
+def test_the_numpy_axis_gives_each_release_the_numpy_it_works_beside():
+    plan = Matrix(torch=("1.13.1", "2.4.1"), numpy=("1.24.4", "1.26.4", "2.0.2"), devices=("cpu",)).plan(have=lambda v: True)
+    assert [e.label for e in plan.save] == [
+        "torch-1.13.1-py3.11-cpu-numpy-1.24.4", "torch-1.13.1-py3.11-cpu-numpy-1.26.4",
+        "torch-2.4.1-py3.11-cpu-numpy-1.24.4", "torch-2.4.1-py3.11-cpu-numpy-1.26.4", "torch-2.4.1-py3.11-cpu-numpy-2.0.2",
+    ]
+    assert [e.label for e in plan.load] == [e.label for e in plan.save]
+    assert dict(plan.skipped) == {"torch-1.13.1-py3.11-cpu-numpy-2.0.2": "torch 1.13.1 works beside numpy <2 only"}
+    assert plan.save[0].requirements == ["torch==1.13.1", "safetensors>=0.3", "numpy==1.24.4"]
+    assert plan.save[0].phase_env == {EXPECT_NUMPY: "1.24.4"}
+
+
+def test_a_release_that_allows_one_numpy_of_the_list_gets_that_one():
+    plan = Matrix(torch=("1.4.0", "2.4.1"), numpy=("1.19.5", "1.24.4"), devices=("cpu",)).plan(have=lambda v: v in ("3.8", "3.11"))
+    assert [e.label for e in plan.save] == ["torch-1.4.0-py3.8-cpu-numpy-1.19.5", "torch-2.4.1-py3.11-cpu-numpy-1.24.4"]
+    skipped = dict(plan.skipped)
+    assert skipped["torch-1.4.0-py3.8-cpu-numpy-1.24.4"] == "torch 1.4.0 works beside numpy <1.20 only"
+    assert skipped["torch-2.4.1-py3.11-cpu-numpy-1.19.5"] == "torch 2.4.1 works beside numpy >=1.23 only"
+    assert numpy_allowed("2.15.0") == ">=1.23" and numpy_allowed("2.2.2") == "<2"
+
+
+def test_a_numpy_without_wheels_for_the_python_is_skipped_with_the_reason():
+    plan = Matrix(torch=("2.4.1",), python=("3.12",), numpy=("1.24.4", "1.26.4"), devices=("cpu",)).plan()
+    assert [e.label for e in plan.save] == ["torch-2.4.1-py3.12-cpu-numpy-1.26.4"]
+    assert dict(plan.skipped)["torch-2.4.1-py3.12-cpu-numpy-1.24.4"] == "numpy 1.24.4 has wheels for Python 3.8 to 3.11 only"
+    assert numpy_python("2.9.0") == numpy_python("2.4.4")  # newer than the table: newest known
+
+
+def test_without_the_axis_labels_pins_and_phases_are_unchanged():
+    # Labels are a contract: paths, cell keys and session names use them.
+    plan = Matrix.from_pyproject(REPO_PYPROJECT).plan(have=lambda v: True)
+    assert all("numpy" not in e.label for e in plan.save + plan.load)
+    assert Env("2.4.1", "3.11", "cpu").label == "torch-2.4.1-py3.11-cpu"
+    assert Env("2.4.1", "3.11", "cpu").phase_env == {EXPECT_NUMPY: ""}  # clears one the outer environment holds
+    assert requirements("2.4.1") == ["torch==2.4.1", "safetensors>=0.3", "numpy>=2"]
+
+
+@pytest.mark.parametrize("label", ["torch-2.4.1-py3.11-cpu-numpy-1.24.4", "golden-torch-1.4.0-py3.8-cuda-emulated-numpy-1.19.5"])
+def test_labels_with_numpy_parse_back(label):
+    parts = parse_label(label)
+    assert label.endswith(label_for(parts["torch"], parts["python"], parts["device"], parts["numpy"]))
+    assert parts["numpy"] in ("1.24.4", "1.19.5") and parts["device"] in ("cpu", "cuda-emulated")
+    assert parse_label("torch-2.4.1-py3.11-cpu")["numpy"] == ""
+
+
+@pytest.mark.parametrize("label", ["torch-2.4.1-py3.11-cpu-numpy-", "torch-2.4.1-py3.11-cpu-numpy-x", "torch-2.4.1-py3.11-numpy-1.24.4"])
+def test_malformed_numpy_labels_are_refused(label):
+    with pytest.raises(InputError, match="not an env label"):
+        parse_label(label)
+
+
+def test_reports_order_envs_by_numpy_release():
+    labels = ["torch-2.4.1-py3.11-cpu-numpy-1.24.4", "torch-2.4.1-py3.11-cpu-numpy-1.9.3", "torch-2.4.1-py3.11-cpu",
+              "torch-2.4.1-py3.11-cpu-numpy-2.0.2"]
+    assert sorted(labels, key=env_sort_key) == [
+        "torch-2.4.1-py3.11-cpu", "torch-2.4.1-py3.11-cpu-numpy-1.9.3", "torch-2.4.1-py3.11-cpu-numpy-1.24.4",
+        "torch-2.4.1-py3.11-cpu-numpy-2.0.2",
+    ]
+
+
+def test_the_numpy_matrix_and_the_numpy_override():
+    m = parse_overrides(Matrix.from_pyproject(REPO_PYPROJECT), ["--matrix", "numpy"])
+    assert m.numpy == ("1.24.4", "1.26.4", "2.0.2") and not m.golden and m.devices == ("cpu",)
+    plan = m.plan(have=lambda v: True)
+    by_numpy = {(e.torch, e.numpy) for e in plan.save}
+    # both directions: numpy 2 saves that numpy 1.24 (fails) and 1.26 (loads) load, and the reverse
+    assert {("2.4.1", "1.24.4"), ("2.4.1", "1.26.4"), ("2.4.1", "2.0.2"), ("2.15.0", "2.0.2")} <= by_numpy
+    assert {(e.torch, e.numpy) for e in plan.load} == by_numpy
+    assert parse_overrides(m, ["--numpy", "1.26.4"]).numpy == ("1.26.4",)
+    assert parse_overrides(Matrix(), ["--numpy", "2.0.2"]).plan(have=lambda v: True).save[0].label == "torch-2.4.1-py3.11-cpu-numpy-2.0.2"
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--numpy", "1.19.5"], "numpy 1.19.5 works beside none of the torch releases of the matrix (torch 2.4.1: numpy >=1.23"),
+    (["--numpy", "1.26"], "numpy '1.26' is not a full release number like 1.26.4"),
+    (["--numpy", "latest"], "numpy 'latest' is not a full release number"),
+])
+def test_bad_numpy_is_one_line(args, words):
+    with pytest.raises(InputError) as e:
+        parse_overrides(Matrix(), args)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nox_refuses_a_bad_numpy_with_one_line_and_exit_2():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOX_")}
+    done = subprocess.run([sys.executable, "-m", "nox", "-l", "--", "--numpy", "1.19.5"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "matrix error" in lines[0] and "numpy 1.19.5 works beside none" in lines[0]
+
+
+def test_nox_names_the_numpy_matrix_sessions_by_their_numpy():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOX_")}
+    done = subprocess.run([sys.executable, "-m", "nox", "-l", "--json", "--", "--matrix", "numpy"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    sessions = {s["session"] for s in json.loads(done.stdout)}
+    assert {"save(torch-2.4.1-py3.11-cpu-numpy-1.24.4)", "load(torch-2.4.1-py3.11-cpu-numpy-1.26.4)",
+            "load(torch-2.15.0-py3.11-cpu-numpy-2.0.2)"} <= sessions
+
+
+def test_golden_must_be_true_or_false(tmp_path):
+    p = tmp_path / "pyproject.toml"
+    p.write_text('[tool.torch-roundtrip]\ntorch = ["2.4.1"]\ngolden = "no"\n')
+    with pytest.raises(InputError, match="golden must be true or false"):
+        Matrix.from_pyproject(p)
+
+
+# -- the numpy guard: the numpy that runs is the numpy asked for --------------------
+
+
+def test_the_guard_names_the_numpy_asked_for_and_refuses_another(monkeypatch):
+    monkeypatch.delenv(EXPECT_NUMPY, raising=False)
+    assert labelled_numpy("2.0.2") is None  # no axis: the label names no numpy
+    assert labelled_numpy("1.24.4", "1.24.4") == "1.24.4"
+    monkeypatch.setenv(EXPECT_NUMPY, "1.24.4")
+    assert labelled_numpy("1.24.4") == "1.24.4"
+    # damage: a numpy-1.26 env that would be recorded as 1.24
+    with pytest.raises(InputError, match=r"runs numpy 1\.26\.4 but numpy 1\.24\.4 was asked for"):
+        labelled_numpy("1.26.4")
+    with pytest.raises(InputError, match=r"runs numpy \(none\)"):
+        labelled_numpy(None)
+
+
+def test_a_save_refuses_an_env_whose_numpy_is_not_the_one_asked_for(monkeypatch, torch):
+    import numpy
+
+    from harness.runtime.env import fingerprint
+
+    monkeypatch.setenv(EXPECT_NUMPY, numpy.__version__)
+    assert fingerprint("cpu").label.endswith(f"-numpy-{numpy.__version__}")
+    monkeypatch.setenv(EXPECT_NUMPY, "1.24.4")
+    monkeypatch.setattr(numpy, "__version__", "1.26.4")  # a numpy-1.26 env asked to be 1.24
+    with pytest.raises(InputError, match="runs numpy 1.26.4 but numpy 1.24.4 was asked for"):
+        fingerprint("cpu")
+
+
+def test_a_load_refuses_an_env_whose_numpy_is_not_the_one_asked_for_before_any_worker(monkeypatch, tmp_path):
+    from importlib.metadata import version
+
+    from harness.runtime.runner.load import load_phase
+
+    pytest.importorskip("numpy")
+    have = version("numpy")
+    wrong = "1.24.4" if have != "1.24.4" else "1.26.4"
+    monkeypatch.setenv(EXPECT_NUMPY, wrong)
+    (tmp_path / "artifacts").mkdir()
+    with pytest.raises(InputError, match=f"runs numpy {re.escape(have)} but numpy {re.escape(wrong)} was asked for"):
+        load_phase(tmp_path / "artifacts", tmp_path / "results", progress=False)
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_reproduce_command_of_a_numpy_label_names_a_session_that_exists():
+    from harness.report.repro import repro_commands
+
+    target = "torch-2.4.1-py3.11-cuda-numpy-1.24.4"
+    nox_cmd, python = repro_commands(target, "s|c|f|o")
+    assert nox_cmd.startswith(f'nox -s "load({target})" -- --numpy 1.24.4 --cell ') and " --device cuda " in python
+    assert "--numpy" not in repro_commands("torch-2.4.1-py3.11-cpu", "s|c|f|o")[0]  # no axis, as before
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOX_")}
+    done = subprocess.run([sys.executable, "-m", "nox", "-l", "--json", "--", "--numpy", "1.24.4", "--device", "cuda"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"load({target})" in {s["session"] for s in json.loads(done.stdout)}

@@ -47,7 +47,7 @@ def test_user_model_round_trips_exactly(tagger_run):
     assert not bad, json.dumps(bad[:2], indent=1)
     strict = [r for r in mine if r["format"] == "state_dict" and r["load"].get("apply") == "strict"]
     assert strict and all(r["outcome"] == "pass" and r["forward"]["status"] == "exact" for r in strict)
-    full = [r for r in mine if r["format"] == "full_model" and r["load"]["weights_only"] == "false"]
+    full = [r for r in mine if r["format"] == "full_model" and r["load"].get("weights_only") == "false"]
     assert full and all(r["outcome"] == "pass" for r in full)  # the user's class imports here
     assert done.returncode == 0, done.stderr
 
@@ -86,10 +86,11 @@ def test_factory_missing_in_the_loading_env_says_so(tmp_path):
     assert strict and all(r["outcome"] == "error" and not r["expected"] for r in strict)
     assert strict[0]["diagnosis"]["code"] == "user_case_not_importable"
     assert "mymodels:make" in strict[0]["detail"] and "cannot import it in this env" in strict[0]["detail"]
-    pickled = [r for r in rows if r["format"] == "full_model" and r["load"]["weights_only"] == "false"]
+    pickled = [r for r in rows if r["format"] == "full_model" and r["load"].get("weights_only") == "false"]
     assert pickled and all(r["diagnosis"]["code"] == "class_not_importable" for r in pickled)
     raw = [r for r in rows if r["format"] == "state_dict" and r["load"].get("apply") == "none"]
-    assert raw and all(r["outcome"] == "pass" for r in raw)  # the file itself needs no user code
+    # the file itself needs no user code (source forms such as a stream fail for their own, expected, reasons)
+    assert raw and all(r["outcome"] == "pass" or (r["expected"] and "source" in r["load"]) for r in raw)
     assert done.returncode == 1
 
 

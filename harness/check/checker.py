@@ -52,7 +52,7 @@ from harness.check.loads import (
     weights_only_allowlist,
 )
 from harness.check.pickle_scan import MODEL_KEYS
-from harness.check.sniff import FILE_FORMATS, sniff
+from harness.check.sniff import FILE_FORMATS, loader_for, sniff
 from harness.check.sniffed import FoundGlobal, Sniffed
 from harness.runtime.defaults import DEFAULT_TIMEOUT
 from harness.runtime.diagnose import diagnose
@@ -193,6 +193,53 @@ def _run(sniffed: Sniffed, plans: list[_Plan], timeout: float) -> list[Attempt]:
     return attempts
 
 
+class _Refused(Exception):
+    """A failed load of check's, raised so that the allowlist loop reads its message."""
+
+
+def _complete_allowlist(sniffed: Sniffed, attempts: list[Attempt]) -> list[Attempt]:
+    """Give weights_only refusals one fix naming every global the file needs, proven here.
+
+    torch names one global per refusal, so its own advice meets the next
+    refusal once per global. check loads again (weights_only=True, in this
+    process, as its other loads) under a growing allowlist, admitting only
+    globals known to build plain data (`global_kinds`): what makes the file
+    load is the fix. Where a global is not admitted, or no allowlist works
+    in this torch, the summary says why and the fix stays as it was.
+    """
+    refused = [a for a in attempts if a.where == "harness" and a.diagnosis and a.diagnosis.get("code") == "weights_only_refused"]
+    if not refused:
+        return attempts
+    from dataclasses import replace
+
+    from harness.runtime.allowlist import AllowlistRefused, fix_text, load_allowing
+
+    def attempt() -> dict[str, Any]:
+        raw = try_load(sniffed.path, "torch.load", LoadOptions(map_location="cpu", weights_only="true"), weights_only=True)
+        if raw["status"] != "loaded":
+            raise _Refused(raw.get("message", raw.get("detail", "")))
+        return raw
+
+    def admit(name: str) -> bool:
+        module, _, attr = name.rpartition(".")
+        return classify(module, attr).kind != CODE
+
+    try:
+        _, needed = load_allowing(attempt, admit)
+    except (AllowlistRefused, ImportError, AttributeError, _Refused) as e:
+        why = f"no allowlist of data globals makes it load here: {one_line(type(e).__name__, str(e))}"
+        update = {"summary": f"{refused[0].diagnosis['summary']}; {why}"}  # type: ignore[index]
+    except Exception as e:  # this torch has no allowlist, or the file fails another way
+        update = {"summary": f"{refused[0].diagnosis['summary']}; {one_line(type(e).__name__, str(e))}"}  # type: ignore[index]
+    else:
+        update = {
+            "summary": f"weights_only=True refuses {len(needed)} globals; with all of them allowlisted it loads here: {', '.join(needed)}",
+            "fix": f"if you trust the file, allowlist all {len(needed)} globals it needs: {fix_text(needed)}; "
+            "or torch.load(f, weights_only=False)",
+        }
+    return [replace(a, diagnosis=dict(a.diagnosis, **update)) if a in refused else a for a in attempts]  # type: ignore[arg-type]
+
+
 # -- verdict -----------------------------------------------------------------
 
 
@@ -256,11 +303,14 @@ def check_file(path: Path, *, trust: bool = False, timeout: float = DEFAULT_TIME
         if problem:
             sniffed.problems.append(problem)
     unsafe, source, scan_notes = unsafe_globals(sniffed) if sniffed.globals else ([], "", [])
-    attempts = _run(sniffed, _plan(sniffed, trust, cuda), timeout)
+    attempts = _complete_allowlist(sniffed, _run(sniffed, _plan(sniffed, trust, cuda), timeout))
     notes = list(sniffed.notes) + scan_notes
     if sniffed.truncated:
         notes.append("the tensor listing was cut short: the pickle describes more than check walks")
     verdict, summary = _verdict(sniffed, attempts)
+    if sniffed.diagnosis:  # what the file is (an LFS pointer, a page, cut short) comes first, with its fix
+        d = sniffed.diagnosis
+        summary = f"{summary}; fix: {d.fix}" if sniffed.format == "unknown" else f"{d.summary}; fix: {d.fix}; {summary}"
     kinds = {f.full: classify(f.module, f.name) for f in sniffed.found}
     code = [f for f in sniffed.found if kinds[f.full].kind == CODE and not _script_class(sniffed, f)]
     warning = _runs_code(code, sniffed)
@@ -275,6 +325,7 @@ def check_file(path: Path, *, trust: bool = False, timeout: float = DEFAULT_TIME
         code=[_code_entry(f, kinds[f.full].known_gadget) for f in code],
         script_escapes=[e.to_dict() for e in sniffed.escapes],
         global_kinds={name: kind.kind for name, kind in kinds.items()},
+        diagnosis=sniffed.diagnosis.to_dict() if sniffed.diagnosis else None, loader=loader_for(sniffed),
     )
 
 

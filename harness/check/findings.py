@@ -105,6 +105,11 @@ class FileReport:
     # TorchScript calls that leave the sandbox: where (record:line), call, why.
     script_escapes: list[dict[str, str]] = field(default_factory=list)
     global_kinds: dict[str, str] = field(default_factory=dict)  # global -> safe | data | code
+    # What the bytes alone say is wrong with the whole file (a Git LFS pointer, a web
+    # page, an empty or truncated file): code, summary and fix, the runtime's codes.
+    diagnosis: Optional[dict[str, str]] = None
+    # The call that reads this kind of file, and the loader not to use for it.
+    loader: str = ""
 
     @property
     def runs_code(self) -> bool:
@@ -223,6 +228,11 @@ def _render_file(r: FileReport) -> list[str]:
     else:
         harness = f" [harness format {r.harness_format}]" if r.harness_format else ""
         out.append(f"format:  {fmt}{': ' + r.content if r.content else ''}{harness}")
+    if r.loader:
+        out.append(f"load with: {r.loader}")
+    if r.diagnosis:
+        out.append(f"diagnosis {r.diagnosis['code']}: {r.diagnosis['summary']}")
+        out.append(f"fix: {r.diagnosis['fix']}")
     if r.tensors or r.listing:
         out.append(f"tensors: {len(r.tensors)}" + (f" (from {r.listing})" if r.listing else ""))
         width = max((len(t["name"]) for t in r.tensors[:TEXT_TENSORS]), default=0)

@@ -50,7 +50,7 @@ def default_weights_only() -> Optional[bool]:
     return _probe_default(tuple(os.environ.get(k) for k in keys))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)  # functools.cache is 3.9+; check runs in every env, 3.8 included
 def _probe_default(environment: tuple[Optional[str], ...]) -> Optional[bool]:
     import pickle
 

@@ -3,6 +3,11 @@
 A plain pickle of any protocol is scanned, text-like ones too: torch.load
 unpickles a non-zip file's first pickle before it checks for its magic
 number, so whatever such a pickle names runs under ``weights_only=False``.
+
+Files that stand in for a model file are named too: a Git LFS pointer (a
+clone made without git-lfs), an HTML or XML page or a text error body (a
+download that saved a login or error page under the model's name), and a
+safetensors file cut short (how many bytes are missing: its header says).
 """
 
 from __future__ import annotations
@@ -11,14 +16,38 @@ import ast
 import gzip
 import io
 import json
+import re
 import zlib
 from pathlib import Path
 from typing import Any, Optional
 
 from harness.check.pickle_scan import scan_all
-from harness.check.sniffed import MAX_PICKLE_BYTES, Sniffed, TensorInfo, clip, numel, scan_stream
+from harness.check.sniffed import (
+    MAX_PICKLE_BYTES,
+    Sniffed,
+    TensorInfo,
+    clip,
+    missing_bytes,
+    numel,
+    scan_stream,
+)
+from harness.runtime.diagnose import NOT_CHECKPOINT_FIXES, Diagnosis
 
-__all__ = ["MAX_SAFETENSORS_HEADER", "NPY_MAGIC", "analyze_gzip", "analyze_npy", "analyze_pickles", "analyze_safetensors", "scan_npy"]
+__all__ = [
+    "LFS_VERSIONS",
+    "MAX_LFS_POINTER",
+    "MAX_SAFETENSORS_HEADER",
+    "NPY_MAGIC",
+    "analyze_gzip",
+    "analyze_lfs_pointer",
+    "analyze_npy",
+    "analyze_page",
+    "analyze_pickles",
+    "analyze_safetensors",
+    "analyze_safetensors_cut",
+    "scan_npy",
+    "text_page",
+]
 
 
 #: safetensors refuses headers over 100 MB; so does the sniffer.
@@ -52,6 +81,7 @@ def analyze_safetensors(path: Path, sniffed: Sniffed, length: int) -> None:
         sniffed.problems.append("the header is not a JSON object")
         return
     data_size = sniffed.size - 8 - length
+    spans: list[tuple[int, int]] = []  # each tensor's [begin, end) in the data section
     for name, entry in header.items():
         if name == "__metadata__":
             if isinstance(entry, dict):
@@ -78,6 +108,34 @@ def analyze_safetensors(path: Path, sniffed: Sniffed, length: int) -> None:
             sniffed.problems.append(
                 f"tensor {name!r}: shape {shape} of {dtype} needs {numel(tuple(shape)) * known[1]} bytes but its offsets span {end - begin}"
             )
+        spans.append((begin, end))
+    spans.sort()
+    tiled = bool(spans) and spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    extent = spans[-1][1] if tiled else 0
+    if extent > data_size:
+        # A whole header whose tensors tile the data section, as safetensors
+        # writes them, says where the data ends: the file stops short of it.
+        missing = extent - data_size
+        sniffed.diagnosis = Diagnosis(
+            "corrupt_file",
+            f"the safetensors file is truncated: its header places tensor data up to byte {8 + length + extent}, "
+            f"but the file ends at byte {sniffed.size}: {missing_bytes(missing)}",
+            NOT_CHECKPOINT_FIXES["corrupt_file"],
+        )
+
+
+def analyze_safetensors_cut(path: Path, sniffed: Sniffed, length: int) -> None:
+    """A safetensors file that ends inside its own `length`-byte JSON header: cut short."""
+    sniffed.format, sniffed.harness_format = "safetensors", "safetensors"
+    sniffed.why = "an 8-byte header length followed by a JSON header, which the file ends inside"
+    have = max(0, sniffed.size - 8)
+    sniffed.problems.append(f"the header declares {length} bytes of JSON but the file holds {have} after the length (truncated)")
+    sniffed.diagnosis = Diagnosis(
+        "corrupt_file",
+        f"the safetensors file is truncated inside its header: at least {missing_bytes(length - have)} "
+        "(the rest of the header, and the tensor data after it)",
+        NOT_CHECKPOINT_FIXES["corrupt_file"],
+    )
 
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -165,3 +223,74 @@ def analyze_pickles(path: Path, sniffed: Sniffed) -> bool:
         else:
             sniffed.notes.append(f"{where}: not a pickle ({error})")
     return True
+
+
+# -- files in place of a model file: a Git LFS pointer, a web page ---------------
+
+#: The first line of a Git LFS pointer (git-lfs docs/spec.md; "hawser" was its name before 1.0).
+LFS_VERSIONS = (b"version https://git-lfs.github.com/spec/", b"version https://hawser.github.com/spec/")
+#: The spec keeps pointer files under 1024 bytes.
+MAX_LFS_POINTER = 1024
+#: Markup: '<' (never a pickle opcode) and then what opens an HTML or XML document.
+_PAGE = re.compile(rb"(?:\xef\xbb\xbf)?\s*<(?:(!doctype\s+html|html\b|head\b|body\b)|(\?xml)|[!?a-zA-Z])", re.IGNORECASE)
+_TITLE = re.compile(r"<title[^>]*>([^<]{1,200})</title>", re.IGNORECASE)
+_ERROR_CODE = re.compile(r"<Code>([^<]{1,80})</Code>")  # S3 / GCS error bodies
+
+
+def analyze_lfs_pointer(path: Path, sniffed: Sniffed, head: bytes) -> bool:
+    """A Git LFS pointer, the text stub checked out in place of the file; False if the file is none.
+
+    The pointer names the real file: its ``oid sha256:...`` and ``size``.
+    """
+    if not head.startswith(LFS_VERSIONS) or sniffed.size > MAX_LFS_POINTER:
+        return False
+    with open(path, "rb") as fh:
+        text = fh.read(MAX_LFS_POINTER).decode("utf-8", "replace")
+    fields = {}
+    for line in text.splitlines()[1:]:
+        key, _, value = line.partition(" ")
+        fields[key] = value.strip()
+    size, oid = fields.get("size", ""), fields.get("oid", "")
+    real = ([f"{int(size)} bytes"] if size.isdigit() else []) + ([clip(oid, 80)] if oid else [])
+    named = f" (the real file: {', '.join(real)})" if real else ""
+    sniffed.content = "Git LFS pointer"
+    sniffed.why = f"a Git LFS pointer, not the model file{named}"
+    sniffed.diagnosis = Diagnosis(
+        "git_lfs_pointer",
+        f"the file is a {sniffed.size}-byte Git LFS pointer checked out in place of the model file{named}: "
+        "the repository was cloned or pulled without git-lfs",
+        NOT_CHECKPOINT_FIXES["git_lfs_pointer"],
+    )
+    return True
+
+
+def analyze_page(path: Path, sniffed: Sniffed, head: bytes) -> bool:
+    """An HTML or XML page saved under a model's name (a login, error or redirect page); False if the file is none."""
+    m = _PAGE.match(head)
+    if not m or not _texty(head):
+        return False
+    with open(path, "rb") as fh:
+        text = fh.read(1 << 16).decode("utf-8", "replace")
+    kind = "an HTML page" if m.group(1) else "an XML document" if m.group(2) else "an HTML or XML page"
+    hints = []
+    title = _TITLE.search(text)
+    if title and title.group(1).strip():
+        hints.append(f"titled {clip(title.group(1), 60)!r}")
+    code = _ERROR_CODE.search(text)
+    if code:
+        hints.append(f"error code {clip(code.group(1), 40)!r}")
+    hints.append(f"it starts with {clip(text, 40)!r}")
+    sniffed.content = kind.split(" ", 1)[1]
+    sniffed.why = f"{kind}, not a model file ({'; '.join(hints)})"
+    sniffed.diagnosis = text_page(f"{kind} (a login, error or redirect page that a download saved under the model's name)")
+    return True
+
+
+def text_page(what: str) -> Diagnosis:
+    """The diagnosis of a page of text or markup in place of a model file: `what` it is."""
+    return Diagnosis("html_not_checkpoint", f"the file is {what}, not a checkpoint", NOT_CHECKPOINT_FIXES["html_not_checkpoint"])
+
+
+def _texty(head: bytes) -> bool:
+    """Whether the first bytes read as text: printable ASCII, whitespace, or UTF-8 beyond ASCII."""
+    return all(b >= 0x20 or b in b"\t\r\n" for b in head) and 0x7F not in head

@@ -14,8 +14,9 @@ from typing import Any, Optional
 
 from harness.check.pickle_scan import PickleFacts, PickleScanError, TensorRef, scan_all
 from harness.check.torchscript_code import Escape
+from harness.runtime.diagnose import Diagnosis
 
-__all__ = ["FoundGlobal", "MAX_PICKLE_BYTES", "Sniffed", "TensorInfo", "check_tensors", "clip", "count_tags", "numel", "scan_stream", "tensor_infos"]
+__all__ = ["FoundGlobal", "MAX_PICKLE_BYTES", "Sniffed", "TensorInfo", "check_tensors", "clip", "count_tags", "missing_bytes", "numel", "scan_stream", "tensor_infos"]
 
 
 #: Pickles larger than this are not scanned (a deflated record can expand
@@ -73,6 +74,10 @@ class Sniffed:
     escapes: list[Escape] = field(default_factory=list)  # TorchScript calls that leave its sandbox
     pickles: int = 0  # pickles scanned
     records_scanned: set[str] = field(default_factory=set)  # zip records already scanned
+    #: what the bytes alone say is wrong with the file as a whole (a Git LFS
+    #: pointer, a web page, an empty or truncated file), with the fix; the
+    #: codes are the runtime's, which says the same from torch's messages
+    diagnosis: Optional[Diagnosis] = None
 
     def add_pickle(self, facts: PickleFacts, where: str) -> None:
         """Take in the globals, problems and counts of one scanned pickle, found at `where`."""
@@ -180,6 +185,11 @@ def scan_stream(data: bytes, where: str, sniffed: Sniffed, *, guessed: bool = Fa
     if error is not None:
         sniffed.add_scan_error(error, where if not found else f"{where}, after pickle {len(found)}")
     return found[0] if found else None
+
+
+def missing_bytes(n: int) -> str:
+    """``"1 byte is missing"``, ``"30 bytes are missing"``."""
+    return f"{n} byte is missing" if n == 1 else f"{n} bytes are missing"
 
 
 def clip(text: str, limit: int = 200) -> str:

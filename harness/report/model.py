@@ -28,13 +28,14 @@ from harness.runtime.versions import release
 __all__ = ["ReportModel", "build_model", "env_sort_key", "model_from_merged"]
 
 
-def env_sort_key(label: str) -> tuple[int, tuple[int, ...], tuple[int, ...], str, str]:
-    """Order envs by torch release, then Python, then device; odd labels last, by name."""
+def env_sort_key(label: str) -> tuple[int, tuple[int, ...], tuple[int, ...], str, tuple[int, ...], str]:
+    """Order envs by torch release, then Python, then device, then numpy (a numpy axis); odd labels last, by name."""
     try:
         parts = parse_label(label)
-        return (0, release(parts["torch"]), release(parts["python"]), parts["device"], label)
+        numpy = release(parts["numpy"]) if parts["numpy"] else ()
+        return (0, release(parts["torch"]), release(parts["python"]), parts["device"], numpy, label)
     except (InputError, ValueError):
-        return (1, (), (), "", label)
+        return (1, (), (), "", (), label)
 
 
 @dataclass

@@ -8,6 +8,9 @@ they match these.
 
 from __future__ import annotations
 
+from harness.runtime.env import parse_label
+from harness.runtime.errors import InputError
+
 __all__ = ["NOX_SESSION", "repro_commands", "shell_quote"]
 
 
@@ -16,9 +19,22 @@ def shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
+def _label_part(target: str, part: str) -> str:
+    try:
+        return parse_label(target)[part]
+    except InputError:
+        return ""
+
+
 def _device_flag(target: str) -> str:
     # `load` defaults to --device cpu; a cuda target label only comes from --device cuda.
-    return " --device cuda" if target.endswith("-cuda") else ""
+    return " --device cuda" if _label_part(target, "device") == "cuda" else ""
+
+
+def _numpy_flag(target: str) -> str:
+    # A label that names its numpy exists only in a matrix with that numpy axis.
+    numpy = _label_part(target, "numpy")
+    return f" --numpy {numpy}" if numpy else ""
 
 
 #: The noxfile names its load sessions by env label (``nox -l``: ``load(torch-2.4.1-py3.11-cpu)``).
@@ -28,6 +44,6 @@ NOX_SESSION = "load({target})"
 def repro_commands(target: str, key: str) -> tuple[str, str]:
     """(nox command, python command) that re-run the cell `key` in env `target`."""
     cell = shell_quote(key)
-    nox = f"nox -s \"{NOX_SESSION.format(target=target)}\" -- --cell {cell}"
+    nox = f"nox -s \"{NOX_SESSION.format(target=target)}\" --{_numpy_flag(target)} --cell {cell}"
     python = f"python -m harness load --artifacts reports/artifacts --results /tmp/repro{_device_flag(target)} --cell {cell}"
     return nox, python

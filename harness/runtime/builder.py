@@ -36,11 +36,19 @@ import torch
 import torch.nn as nn
 
 from harness.runtime.casemodel import CaseModel
-from harness.runtime.dtypes import int_view_dtype, special_bits, to_dtype
+from harness.runtime.dtypes import (
+    BIT_BUILT_DTYPES,
+    FLOAT_DTYPES,
+    edge_bits,
+    int_view_dtype,
+    one_bits,
+    special_bits,
+    to_dtype,
+)
 from harness.runtime.errors import FactoryUnavailable, SpecError, Unsupported
 from harness.runtime.layers import KINDS, Sig, input_shape
 from harness.runtime.spec import CONTAINERS, Spec, child_items
-from harness.runtime.storage import storage_span, untyped_storage
+from harness.runtime.storage import reinterpret, storage_span, untyped_storage
 
 __all__ = [
     "POISON_BYTE",
@@ -50,6 +58,7 @@ __all__ = [
     "make_training",
     "poison",
     "torch_state",
+    "train_step",
 ]
 
 POISON_BYTE = 0xA5
@@ -136,6 +145,8 @@ def _construct(node: dict[str, Any], where: str) -> nn.Module:
 
 def _formula(n: int, dtype_name: str, seed: int) -> torch.Tensor:
     """Deterministic values from integer arithmetic: equal in every torch."""
+    if dtype_name in BIT_BUILT_DTYPES:
+        return _from_bits([n], dtype_name, "formula", seed)
     i = torch.arange(n, dtype=torch.int64, device="cpu")
     k = (i * 7919 + seed * 104729) % 2003 - 1001
     if dtype_name == "bool":
@@ -143,18 +154,77 @@ def _formula(n: int, dtype_name: str, seed: int) -> torch.Tensor:
     if dtype_name.startswith("int") or dtype_name == "uint8":
         return (k % 127).to(to_dtype(dtype_name)) if dtype_name in ("int8", "uint8") else k.to(to_dtype(dtype_name))
     real = k.to(torch.float64) / 64
-    if dtype_name == "complex64":
+    if dtype_name in ("complex64", "complex128"):
         if not hasattr(torch, "complex"):
             raise Unsupported("this torch has no complex tensors (torch.complex)")
+        part = torch.float32 if dtype_name == "complex64" else torch.float64
         imag = ((i * 104729 + seed) % 997 - 498).to(torch.float64) / 32
-        return torch.complex(real.float(), imag.float())
+        return torch.complex(real.to(part), imag.to(part))
     return real.to(to_dtype(dtype_name))
+
+
+# Multipliers that spread the formula's k (|k| <= 1001) over a uint's whole
+# range, sign bit included, without overflowing the signed integer of its width.
+_UINT_SPREAD = {"uint16": 31, "uint32": 2_000_003, "uint64": 9_007_199_254_740_881}
+
+
+def _from_bits(shape: list[int], dtype_name: str, fill: str, seed: int) -> torch.Tensor:
+    """A float8, uint16/32/64 or complex32 tensor written as bit patterns.
+
+    Releases that have these dtypes can do little with them (torch 2.1 to 2.4
+    have no ``fill_`` for float8, so not even ``torch.ones``) and a conversion
+    could round differently from one release to the next. So the bits are computed
+    in int64, narrowed exactly to the integer of the same width (complex32:
+    float16 components, whose values are exact) and their bytes copied into
+    the dtype. The ``formula`` fill starts with the dtype's edge patterns
+    (`edge_bits`: NaN, inf, -0, subnormals; 0, the maximum, the top bit), so
+    even a tiny tensor holds them.
+    """
+    dtype = to_dtype(dtype_name)  # Unsupported where this torch lacks it
+    n = 1
+    for d in shape:
+        n *= d
+    i = torch.arange(n, dtype=torch.int64, device="cpu")
+    k = (i * 7919 + seed * 104729) % 2003 - 1001
+    if dtype_name == "complex32":
+        if fill == "formula":
+            real = k.to(torch.float64) / 64
+            imag = ((i * 104729 + seed) % 997 - 498).to(torch.float64) / 32
+        else:
+            real = torch.full([n], 1.0 if fill == "ones" else 0.0, dtype=torch.float64, device="cpu")
+            imag = torch.zeros([n], dtype=torch.float64, device="cpu")
+        parts = torch.stack([real, imag], 1).reshape(-1).to(torch.float16)
+        return _retyped(parts, dtype, shape)
+    if fill == "zeros":
+        bits = torch.zeros([n], dtype=torch.int64, device="cpu")
+    elif fill == "ones":
+        bits = torch.full([n], one_bits(dtype_name), dtype=torch.int64, device="cpu")
+    else:
+        if dtype_name in _UINT_SPREAD:
+            bits = k * _UINT_SPREAD[dtype_name]
+        else:  # float8: one byte each, as a signed int8
+            bits = (k + 1024) % 256
+            bits = bits - 256 * (bits >= 128).to(torch.int64)
+        edges = edge_bits(dtype_name)[:n]
+        if edges:
+            bits[:len(edges)] = torch.tensor(edges, dtype=torch.int64, device="cpu")
+    return _retyped(bits.to(to_dtype(int_view_dtype(dtype_name))), dtype, shape)
+
+
+def _retyped(bits: torch.Tensor, dtype: torch.dtype, shape: list[int]) -> torch.Tensor:
+    try:
+        return reinterpret(bits, dtype, shape)
+    except RuntimeError as e:  # torch 1.4 names complex32 but has no kernel to allocate it
+        msg = f"this torch cannot make {str(dtype).replace('torch.', '')} tensors: {type(e).__name__}: {e}"
+        raise Unsupported(msg) from e
 
 
 def _fill(shape: list[int], dtype_name: str, fill: str, seed: int) -> torch.Tensor:
     n = 1
     for d in shape:
         n *= d
+    if dtype_name in BIT_BUILT_DTYPES:
+        return _from_bits(shape, dtype_name, fill, seed)
     if fill == "zeros":
         return torch.zeros(shape, dtype=to_dtype(dtype_name), device="cpu")
     if fill == "ones":
@@ -172,10 +242,14 @@ def _sparse(shape: list[int], dtype_name: str, seed: int) -> torch.Tensor:
     # An explicit device keeps a meta-device build from making a meta sparse
     # tensor, which cannot be coalesced.
     try:
-        t = torch.sparse_coo_tensor(indices, values, (rows, cols), device="cpu", check_invariants=True)
-    except TypeError:  # a torch without check_invariants
-        t = torch.sparse_coo_tensor(indices, values, (rows, cols), device="cpu")
-    return t.coalesce()
+        try:
+            t = torch.sparse_coo_tensor(indices, values, (rows, cols), device="cpu", check_invariants=True)
+        except TypeError:  # a torch without check_invariants
+            t = torch.sparse_coo_tensor(indices, values, (rows, cols), device="cpu")
+        return t.coalesce()
+    except (RuntimeError, NotImplementedError) as e:  # e.g. no coalesce kernel for float8 or uint16
+        msg = f"this torch cannot build a sparse COO {dtype_name} tensor: {type(e).__name__}: {e}"
+        raise Unsupported(msg) from e
 
 
 def _extra_tensor(spec_t: dict[str, Any], seed: int, index: int) -> torch.Tensor:
@@ -244,7 +318,7 @@ def _plant(model: nn.Module, spec: Spec) -> None:
         owner, attr = _resolve(model, p["at"], f"plant[{i}].at")
         tensor = getattr(owner, attr)
         name = str(tensor.dtype).replace("torch.", "")
-        if name not in ("float32", "float64", "float16", "bfloat16", "complex64"):
+        if name not in FLOAT_DTYPES:
             raise SpecError(f"plant[{i}].at", f"special values need a floating point tensor, {p['at']} is {name}")
         bits = special_bits(name)
         with torch.no_grad():
@@ -386,6 +460,26 @@ def _train(built: Built) -> None:
         raise Unsupported(msg) from e
     finally:
         built.model.eval()
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+    inputs: tuple[torch.Tensor, ...], spec: Spec,
+) -> None:
+    """One step of the spec's training on `inputs`: what a resumed run does first.
+
+    The same code runs at save time (on a copy of the saved state) and after
+    a load, so with the same kernels the two must agree bit for bit.
+    """
+    train = spec.data.get("train") or {}
+    model.train()
+    try:
+        optimizer.zero_grad()
+        _loss(model(*inputs), train, spec.data["batch"]).backward()
+        optimizer.step()
+        scheduler.step()
+    finally:
+        model.eval()
 
 
 def make_inputs(spec: Spec, device: str = "cpu") -> tuple[torch.Tensor, ...]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from harness.runtime.digest import contiguous_cpu, digest_tensor, raw_bytes
-from harness.runtime.dtypes import dtype_name
+from harness.runtime.dtypes import FLOAT8_DTYPES, dtype_name, float8_value
 from harness.runtime.manifest import Reference, Snapshot, TensorRecord, View, alias_groups
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class Comparison:
 _ELEMENT_DECODE = {
     "float32": ("<f", 4), "float64": ("<d", 8), "float16": ("<e", 2),
     "int64": ("<q", 8), "int32": ("<i", 4), "int16": ("<h", 2), "int8": ("<b", 1), "uint8": ("<B", 1),
-    "bool": ("<?", 1),
+    "uint16": ("<H", 2), "uint32": ("<I", 4), "uint64": ("<Q", 8), "bool": ("<?", 1),
 }
 
 
@@ -84,6 +84,12 @@ def hex_value(data: bytes, dtype: str) -> str:
             value = complex(*struct.unpack("<ff", data))
         elif dtype == "complex128":
             value = complex(*struct.unpack("<dd", data))
+        elif dtype == "complex32":
+            value = complex(*struct.unpack("<ee", data))
+        elif dtype in FLOAT8_DTYPES:
+            if len(data) != 1:
+                return h
+            value = float8_value(data[0], dtype)
         else:
             value = struct.unpack(_ELEMENT_DECODE[dtype][0], data)[0]
     except (KeyError, struct.error):
@@ -146,7 +152,9 @@ def _tensor_differences(rec: TensorRecord, t: torch.Tensor, role: str, reference
         diffs.append(Difference(rec.name, "shape", rec.shape, list(t.shape)))
     if layout != rec.layout:
         diffs.append(Difference(rec.name, "layout", rec.layout, layout))
-    if "tensor" not in (role, rec.role) and role != rec.role:
+    # "tensor" is a file's role where the saver did not know one; a numpy
+    # array is never interchangeable with a tensor, whatever the other side says.
+    if ("tensor" not in (role, rec.role) or "ndarray" in (role, rec.role)) and role != rec.role:
         diffs.append(Difference(rec.name, "role", rec.role, role))
     if bool(t.requires_grad) != rec.requires_grad:
         if rec.role == "parameter":  # a parameter that stopped (or started) training

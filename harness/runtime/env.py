@@ -1,8 +1,10 @@
 """Envs: where code runs, named by a label and described by a fingerprint.
 
 The *label* (``torch-2.5.1-py3.11-cpu``) names an env in paths, results and
-reports. The *fingerprint* records what was really found at run time, so a
-session can refuse to run when the torch it got is not the torch it asked for.
+reports; a session of a matrix with a numpy axis also names its numpy
+(``torch-2.4.1-py3.11-cpu-numpy-1.24.4``). The *fingerprint* records what
+was really found at run time, so a session can refuse to run when the torch
+(or numpy) it got is not the one it asked for.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ from harness.runtime.errors import InputError
 
 __all__ = [
     "DEVICES",
+    "EXPECT_NUMPY",
     "LOAD_DEVICES",
     "GOLDEN_PREFIX",
     "Fingerprint",
     "check_device",
+    "cpu_kernels",
     "check_expected_torch",
     "require_torch",
     "cuda_available",
     "fingerprint",
     "label_for",
+    "labelled_numpy",
     "parse_label",
 ]
 
@@ -39,7 +44,13 @@ LOAD_DEVICES = ("cpu", "cuda")
 #: Prefix of a golden corpus source (harness/golden.py): a file saved by that
 #: env when the corpus was made, kept in the repository.
 GOLDEN_PREFIX = "golden-"
-_LABEL = re.compile(r"^(?:golden-)?torch-(?P<torch>[0-9][0-9A-Za-z.]*)-py(?P<python>\d+\.\d+)-(?P<device>cpu|cuda|cuda-emulated)$")
+_LABEL = re.compile(
+    r"^(?:golden-)?torch-(?P<torch>[0-9][0-9A-Za-z.]*)-py(?P<python>\d+\.\d+)-(?P<device>cpu|cuda|cuda-emulated)"
+    r"(?:-numpy-(?P<numpy>[0-9][0-9A-Za-z.]*))?$"
+)
+#: The numpy a session was asked for (nox sets it for a matrix with a numpy
+#: axis): the session refuses another numpy, and its label names this one.
+EXPECT_NUMPY = "TORCH_ROUNDTRIP_EXPECT_NUMPY"
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,10 @@ class Fingerprint:
     device: str
     harness: str
     threads: int = 0
+    #: the vector ISA torch dispatches CPU kernels to, and the CPU's own
+    #: (`cpu_kernels`): two x86_64 hosts with and without AVX-512 compute
+    #: different last bits with the same torch
+    cpu: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +86,7 @@ class Fingerprint:
     def compute_key(self) -> str:
         """Envs with equal keys run the same kernels: forward outputs must agree bit for bit."""
         dev = "cuda" if self.device == "cuda" else "cpu"
-        return f"{self.torch}|{self.torch_git}|{self.machine}|{dev}|threads={self.threads}"
+        return f"{self.torch}|{self.torch_git}|{self.machine}|{self.cpu}|{dev}|threads={self.threads}"
 
 
 def _torch_release(version: str) -> str:
@@ -79,18 +94,42 @@ def _torch_release(version: str) -> str:
     return version.split("+", 1)[0]
 
 
-def label_for(torch_version: str, python: str, device: str) -> str:
-    """The env label, e.g. ``torch-2.5.1-py3.11-cuda-emulated``."""
-    return f"torch-{_torch_release(torch_version)}-py{python}-{device}"
+def label_for(torch_version: str, python: str, device: str, numpy: Optional[str] = None) -> str:
+    """The env label, e.g. ``torch-2.5.1-py3.11-cuda-emulated``.
+
+    `numpy` is given only where the matrix has a numpy axis
+    (``torch-2.4.1-py3.11-cpu-numpy-1.24.4``): labels without the axis stay
+    as they were, since paths, cell keys and session names use them.
+    """
+    label = f"torch-{_torch_release(torch_version)}-py{python}-{device}"
+    return f"{label}-numpy-{numpy}" if numpy else label
 
 
 def parse_label(label: str) -> dict[str, str]:
-    """Split a label into torch, python and device; InputError if it is not one."""
+    """Split a label into torch, python, device and numpy ("" without a numpy axis); InputError if it is not one."""
     m = _LABEL.match(label)
     if not m:
-        msg = f"label={label!r} is not an env label like 'torch-2.5.1-py3.11-cpu'"
+        msg = f"label={label!r} is not an env label like 'torch-2.5.1-py3.11-cpu' or 'torch-2.4.1-py3.11-cpu-numpy-1.24.4'"
         raise InputError(msg)
-    return m.groupdict()
+    return {key: value or "" for key, value in m.groupdict().items()}
+
+
+def labelled_numpy(found: Optional[str], expected: Optional[str] = None) -> Optional[str]:
+    """The numpy this session's label names: None without a numpy axis, else `found`, which must be the one asked for.
+
+    `expected` comes from the numpy axis (``TORCH_ROUNDTRIP_EXPECT_NUMPY``,
+    set by nox). `found` is the numpy this env really has (None: none), so
+    an env whose numpy is not the one asked for is refused, never labelled
+    with a numpy it does not run (asdf's guard, as `require_torch`).
+    """
+    expected = expected or os.environ.get(EXPECT_NUMPY)
+    if not expected:
+        return None
+    if found is None or found != expected:
+        msg = (f"this env runs numpy {found or '(none)'} but numpy {expected} was asked for: "
+               f"refusing to record results under the wrong label (install numpy=={expected} in this env)")
+        raise InputError(msg)
+    return found
 
 
 def cuda_available() -> bool:
@@ -131,7 +170,7 @@ def fingerprint(device: str) -> Fingerprint:
         cuda_devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     return Fingerprint(
-        label=label_for(torch.__version__, python, device),
+        label=label_for(torch.__version__, python, device, labelled_numpy(numpy_version)),
         torch=torch.__version__,
         torch_git=getattr(torch.version, "git_version", "") or "",
         cuda=getattr(torch.version, "cuda", None),
@@ -143,7 +182,51 @@ def fingerprint(device: str) -> Fingerprint:
         device=device,
         harness=build_id(),
         threads=torch.get_num_threads(),
+        cpu=cpu_kernels(),
     )
+
+
+_ISA_FLAGS = re.compile(r"^(avx\w*|amx\w*|fma\w*|sse4_2|f16c|neon|asimd\w*|sve\w*)$")
+
+
+def cpu_kernels() -> str:
+    """Which CPU kernels this torch runs here: its dispatch level and the CPU's vector ISA.
+
+    torch picks its kernels (``DEFAULT``, ``AVX2``, ``AVX512``) by what the
+    CPU offers, and its BLAS and oneDNN pick theirs by the same flags, so the
+    same torch build computes other last bits on another CPU. Asked of torch
+    where it can say (``torch.backends.cpu.get_cpu_capability``, torch 2.0;
+    ``torch.__config__.show()`` before), plus a digest of the CPU's vector
+    flags where the OS lists them.
+    """
+    import hashlib
+
+    import torch
+
+    level = ""
+    getter = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    if getter is not None:
+        try:
+            level = str(getter())
+        except Exception:  # a build that cannot tell: the flags still tell hosts apart
+            level = ""
+    if not level:
+        try:
+            m = re.search(r"CPU capability usage: (\w+)", torch.__config__.show())
+            level = m.group(1) if m else ""
+        except Exception:  # noqa: BLE001 - very old torch: no config report
+            level = ""
+    flags: list[str] = []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = sorted(w for w in line.split(":", 1)[1].split() if _ISA_FLAGS.match(w))
+                    break
+    except OSError:  # no /proc (macOS, Windows): the dispatch level alone
+        pass
+    isa = hashlib.sha256(" ".join(flags).encode()).hexdigest()[:8] if flags else "?"
+    return f"{level or '?'}/{isa}"
 
 
 def require_torch(found: str, expected: Optional[str]) -> None:

@@ -11,6 +11,9 @@ every key given matches (lists mean "any of"):
 ``target_torch``   version specifier for the loading torch
 ``direction``      ``newer_to_older``, ``older_to_newer`` or ``same`` (saving vs loading torch)
 ``source_device``  ``cpu`` / ``cuda`` / ``cuda-emulated``; ``target_device`` likewise
+``source_numpy``   version specifier for the saving env's numpy, read from its
+                   label (a matrix with a numpy axis); a label without numpy
+                   never matches; ``target_numpy`` likewise
 ``load``           table of load options, each a value or a list of values
 ``outcome``        outcome(s) this expectation covers (default: error)
 ``diagnosis``      diagnosis code(s) the error must have
@@ -38,6 +41,7 @@ __all__ = ["Expectation", "Expectations"]
 _KEYS = {
     "id", "reason", "link", "format", "case", "tags", "source_torch", "target_torch",
     "source_device", "target_device", "load", "outcome", "diagnosis", "direction",
+    "source_numpy", "target_numpy",
 }
 _DIRECTIONS = ("newer_to_older", "older_to_newer", "same")
 
@@ -100,6 +104,10 @@ class Expectation:
             return False
         if "target_device" in rules and tgt["device"] not in _as_list(rules["target_device"]):
             return False
+        # numpy is known only from a label of a matrix with a numpy axis.
+        for key, parts in (("source_numpy", src), ("target_numpy", tgt)):
+            if key in rules and not (parts["numpy"] and matches(parts["numpy"], rules[key])):
+                return False
         for key, want in (rules.get("load") or {}).items():
             have = r.load.get(key)
             if _norm(have) not in [_norm(w) for w in _as_list(want)]:
@@ -152,7 +160,7 @@ class Expectations:
             if bad:
                 msg = f"{path}: expectation {raw['id']!r}: direction {bad[0]!r} is not one of {', '.join(_DIRECTIONS)}"
                 raise InputError(msg)
-            for key in ("source_torch", "target_torch"):
+            for key in ("source_torch", "target_torch", "source_numpy", "target_numpy"):
                 if key in rules:
                     try:
                         matches("1.0", rules[key])

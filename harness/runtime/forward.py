@@ -3,7 +3,7 @@
 Parameters can all come back exactly and the model still compute something
 else (a lost non-persistent buffer, a different trace). The save phase
 records the outputs on fixed inputs; a load in an env with the same kernels
-(same torch build, machine and device) must reproduce them bit for bit,
+(same torch build, machine, CPU kernels and device) must reproduce them bit for bit,
 otherwise it is a mismatch. Across versions or devices kernels differ, so a
 difference is reported as *drift* with its size, never as a pass.
 """
@@ -23,7 +23,7 @@ from harness.runtime.storage import tensor_from_bytes
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_forward", "module_device", "record_forward", "saved_inputs"]
+__all__ = ["check_forward", "max_abs_diff", "module_device", "record_forward", "saved_inputs"]
 
 
 def _outputs(value: Any) -> list[torch.Tensor]:
@@ -109,6 +109,16 @@ def _max_abs_diff(expected: torch.Tensor, actual: torch.Tensor) -> float:
     diff = torch.where(same_nan, torch.zeros_like(diff), diff)
     diff = torch.where(torch.isnan(diff), torch.full_like(diff, math.inf), diff)
     return float(diff.max()) if diff.numel() else 0.0
+
+
+def max_abs_diff(rec: TensorRecord, actual: torch.Tensor, reference: Path) -> float:
+    """The largest absolute difference between a recorded tensor (bytes from `reference`) and `actual`.
+
+    inf where the shapes or dtypes differ, or one side is NaN where the other is not.
+    """
+    if rec.ref is None or list(actual.shape) != rec.shape or str(actual.dtype).replace("torch.", "") != rec.dtype:
+        return math.inf
+    return _max_abs_diff(_tensor_from(rec, Reference.read(reference, rec.ref), "cpu"), actual)
 
 
 def check_forward(module: torch.nn.Module, forward: Optional[dict[str, Any]], reference: Path, compute_key: str) -> tuple[dict[str, Any], Optional[Difference]]:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from harness.runtime.checkpoint_extras import describe
 from harness.runtime.digest import ALGORITHM, contiguous_cpu, digest_tensor, raw_bytes
 from harness.runtime.dtypes import dtype_name
 from harness.runtime.storage import storage_span
@@ -196,7 +197,14 @@ def _plain(value: Any) -> Any:
 
 
 def flatten(obj: Any, prefix: str = "", snap: Optional[Snapshot] = None, role: str = "tensor") -> Snapshot:
-    """Split a nested dict/list/tuple into named tensors and plain leaves."""
+    """Split a nested dict/list/tuple into named tensors and plain leaves.
+
+    What training checkpoints carry besides tensors (numpy objects, a
+    Namespace, a dataclass, ...) is spelled by content
+    (`harness.runtime.checkpoint_extras.describe`); a numpy array becomes a
+    tensor of role ``ndarray``, so a load that hands back a torch tensor
+    instead is a role difference.
+    """
     import torch
 
     snap = snap if snap is not None else Snapshot()
@@ -220,7 +228,18 @@ def flatten(obj: Any, prefix: str = "", snap: Optional[Snapshot] = None, role: s
         for i, v in enumerate(obj):
             flatten(v, f"{prefix}{i}.", snap, role)
     else:
-        snap.values[prefix.rstrip(".")] = _plain(obj)
+        described = describe(obj)
+        if described is None:
+            snap.values[prefix.rstrip(".")] = _plain(obj)
+        elif described[0] == "tensor":
+            snap.tensors[prefix.rstrip(".")] = (described[1], "ndarray")
+        elif described[0] == "items":
+            type_name, items = described[1]
+            snap.values[f"{prefix}$type"] = type_name
+            for k, v in items.items():
+                flatten(v, f"{prefix}{k}.", snap, role)
+        else:
+            snap.values[prefix.rstrip(".")] = described[1]
     return snap
 
 

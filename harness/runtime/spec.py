@@ -13,7 +13,9 @@ Top-level fields::
     batch              batch size of the synthetic inputs (default 2)
     tensors            extra parameters/buffers: name, at, kind, shape, dtype,
                        persistent, fill (formula|zeros|ones), layout
-                       (strided|sparse_coo), requires_grad
+                       (strided|sparse_coo), requires_grad; dtype is any of
+                       `dtypes.SPEC_DTYPES`, float8, uint16/32/64 and
+                       complex32 included (a skip where the env's torch lacks it)
     ties               [{"from": "emb.weight", "to": "head.weight"}]
     plant              [{"at": "fc.weight"}]  special values (NaN payloads, ...)
     layout             [{"at": "conv.weight", "kind": channels_last|transposed|offset}]
@@ -21,6 +23,12 @@ Top-level fields::
     train              {"optimizer": adam|adamw|sgd, "lr", "steps", "loss":
                         cross_entropy|square_mean, "target"}
     state_dict_prefix  null, "_orig_mod." (torch.compile) or "module." (DataParallel)
+    checkpoint_extras  what the checkpoint holds beside the state dicts, as
+                       training scripts save it: numpy_scalar, numpy_array,
+                       namespace, dataclass, enum, path, loss_module, tuple,
+                       set, bytes, nested (`checkpoint_extras.EXTRA_KINDS`)
+    device_index       int 0..15 (default 0): the GPU a CUDA save places the model
+                       on; a cuda-emulated save tags its storages ``cuda:<index>``
     tags               free-form strings that expectations can match
     origin             curated | generated | user
     description        one sentence for the report
@@ -43,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from harness.runtime.checkpoint_extras import EXTRA_KINDS
 from harness.runtime.dtypes import FLOAT_DTYPES, SPEC_DTYPES
 from harness.runtime.errors import InputError, SpecError
 from harness.runtime.layers import KINDS, REQUIRED, Sig
@@ -71,11 +80,21 @@ _PATH = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 PREFIXES = ("_orig_mod.", "module.")
 _TOP = {
     "schema", "name", "seed", "model", "batch", "tensors", "ties", "plant", "layout",
-    "parametrize", "train", "state_dict_prefix", "tags", "origin", "description", "factory",
+    "parametrize", "train", "state_dict_prefix", "tags", "origin", "description", "factory", "checkpoint_extras",
+    "device_index",
 }
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 #: What a user case (a factory instead of a model tree) may also carry.
-_FACTORY_FIELDS = {"schema", "name", "seed", "factory", "train", "state_dict_prefix", "tags", "origin", "description"}
+_FACTORY_FIELDS = {"schema", "name", "seed", "factory", "train", "state_dict_prefix", "tags", "origin", "description", "checkpoint_extras", "device_index"}
+#: GPU indexes a spec may name (``device_index``).
+_MAX_DEVICE_INDEX = 15
+
+
+def _check_device_index(data: dict[str, Any]) -> None:
+    index = data.get("device_index", 0)
+    _check_type("device_index", index, int)
+    if not 0 <= index <= _MAX_DEVICE_INDEX:
+        raise SpecError("device_index", f"must be between 0 and {_MAX_DEVICE_INDEX}")
 
 
 @dataclass(frozen=True)
@@ -326,6 +345,17 @@ def _validate_extras(data: dict[str, Any], modules: dict[str, str]) -> None:
         _check_type("train.lr", train.get("lr", 1e-3), float)
         if not 0 <= train.get("steps", 1) <= 1000:
             raise SpecError("train.steps", "must be between 0 and 1000")
+    _validate_checkpoint_extras(data)
+
+
+def _validate_checkpoint_extras(data: dict[str, Any]) -> None:
+    extras = data.get("checkpoint_extras", [])
+    _check_type("checkpoint_extras", extras, list)
+    for i, kind in enumerate(extras):
+        if kind not in EXTRA_KINDS:
+            raise SpecError(f"checkpoint_extras[{i}]", f"{kind!r} is not one of {', '.join(EXTRA_KINDS)}")
+    if len(set(extras)) != len(extras):
+        raise SpecError("checkpoint_extras", "each kind at most once")
 
 
 @dataclass(frozen=True)
@@ -345,6 +375,11 @@ class Spec:
     @property
     def origin(self) -> str:
         return self.data.get("origin", "curated")
+
+    @property
+    def device_index(self) -> int:
+        """The GPU a CUDA save places the model on (``cuda:<device_index>``); 0 unless the spec says."""
+        return int(self.data.get("device_index", 0))
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -396,6 +431,7 @@ class Spec:
             raise SpecError("origin", "must be 'curated', 'generated' or 'user'")
         tags = data.get("tags", [])
         _check_type("tags", tags, list)
+        _check_device_index(data)
         return cls(data)
 
     @classmethod
@@ -409,6 +445,8 @@ class Spec:
         prefix = data.get("state_dict_prefix")
         if prefix is not None and prefix not in PREFIXES:
             raise SpecError("state_dict_prefix", f"must be null or one of {', '.join(map(repr, PREFIXES))}")
+        _check_device_index(data)
+        _validate_checkpoint_extras(data)
         data.setdefault("origin", "user")
         return cls(data)
 

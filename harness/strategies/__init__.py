@@ -7,8 +7,9 @@ kinds of `harness.runtime.layers.KINDS` in the dtypes each allows, plus the extr
 spec can carry: extra parameters and (non-)persistent buffers of any dtype
 and shape (zero-size and 0-dim included, sometimes a sparse COO buffer),
 weight ties, planted special values, non-contiguous / offset /
-channels_last layouts, parametrizations, a key prefix and a short training
-run. `models()` draws the tree alone and `layers()` one leaf.
+channels_last layouts, parametrizations, a key prefix, a short training
+run and, beside a trained model's checkpoint, what training scripts save
+there (numpy objects, a Namespace, ...). `models()` draws the tree alone and `layers()` one leaf.
 
 Chains fit by construction: each child of a ``sequential`` is drawn among
 the kinds that accept the previous output's signature ``(space, features,

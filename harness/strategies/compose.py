@@ -14,6 +14,7 @@ from typing import Any, Optional
 from hypothesis import strategies as st
 from hypothesis.strategies import DrawFn
 
+from harness.runtime.checkpoint_extras import EXTRA_KINDS
 from harness.runtime.dtypes import FLOAT_DTYPES
 from harness.runtime.layers import KINDS
 from harness.runtime.spec import CONTAINERS, module_paths, walk_leaves
@@ -55,6 +56,7 @@ def _tags(data: dict[str, Any]) -> list[str]:
         ("complex", "complex64" in dtypes),
         ("half", bool(dtypes & {"float16", "bfloat16"})),
         ("key_prefix", data.get("state_dict_prefix") is not None),
+        ("checkpoint_extras", bool(data.get("checkpoint_extras"))),
     )
     return tags + [name for name, on in checks if on]
 
@@ -131,6 +133,12 @@ def _draw_spec(draw: DrawFn, g: Grammar, max_tensors: int) -> dict[str, Any]:
     # A key prefix makes every strict load an expected error: keep it rare.
     if chance(draw, 10):
         data["state_dict_prefix"] = draw(st.sampled_from(("_orig_mod.", "module.")))
+    # What a checkpoint holds beside its state dicts, only where there is
+    # optimizer state to checkpoint, and rarely: every weights_only load of
+    # such a checkpoint is an expected refusal (drawn last, so the draws
+    # before it are what they were).
+    if train is not None and chance(draw, 4):
+        data["checkpoint_extras"] = draw(st.lists(st.sampled_from(tuple(EXTRA_KINDS)), min_size=1, max_size=4, unique=True))
     data["origin"] = "generated"
     data["tags"] = _tags(data)
     data["description"] = (

@@ -29,7 +29,7 @@ def _model_key(data: dict[str, Any]) -> str:
 
 def _trivial(data: dict[str, Any]) -> bool:
     """The bare single-layer spec Hypothesis starts from: the curated cases cover it."""
-    extras = ("tensors", "ties", "plant", "layout", "parametrize", "train", "state_dict_prefix")
+    extras = ("tensors", "ties", "plant", "layout", "parametrize", "train", "state_dict_prefix", "checkpoint_extras")
     return len(list(walk_leaves(data["model"]))) == 1 and not any(data.get(k) for k in extras)
 
 

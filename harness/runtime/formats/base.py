@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from harness.runtime.builder import Built
     from harness.runtime.load_options import LoadOptions
+    from harness.runtime.spec import Spec
 
 __all__ = [
     "Format",
@@ -69,6 +70,15 @@ class LoadContext:
         """A fresh (optimizer, scheduler) pair for `model`."""
         raise NotImplementedError
 
+    @property
+    def spec(self) -> Spec:  # pragma: no cover - interface
+        """The case's spec."""
+        raise NotImplementedError
+
+    def saved_inputs(self) -> tuple[torch.Tensor, ...]:  # pragma: no cover - interface
+        """The exact inputs the source env ran the model on, on this context's device."""
+        raise NotImplementedError
+
 
 class Format:
     """One way to save and load a model."""
@@ -97,6 +107,14 @@ class Format:
     def variants(self, cuda: bool) -> list[LoadOptions]:
         raise NotImplementedError
 
+    def torch_load_path(self, directory: Path) -> Optional[Path]:
+        """The file this format hands to ``torch.load``, or None where torch.load is not its loader.
+
+        A weights_only refusal of that file gets a diagnosis naming every
+        global it needs (`harness.runtime.runner.cell`).
+        """
+        return None
+
     def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:
         raise NotImplementedError
 
@@ -122,8 +140,8 @@ def file_snapshot(obj: Any, model: torch.nn.Module, prefix: Optional[str] = None
     """Snapshot of a saved dict, with parameter/buffer roles taken from `model`."""
     snap = flatten(obj)
     roles = {f"{under}{prefix or ''}{k}": role for k, (_, role) in module_snapshot(model).tensors.items()}
-    for name, (t, _) in list(snap.tensors.items()):
-        snap.tensors[name] = (t, roles.get(name, "tensor"))
+    for name, (t, role) in list(snap.tensors.items()):
+        snap.tensors[name] = (t, roles.get(name, role))
     return snap
 
 

@@ -1,18 +1,31 @@
 """`checkpoint`: everything a training run needs to resume.
 
 ``{"model": state_dict, "optimizer": ..., "scheduler": ..., "rng": {...},
-"step": n}`` in one ``torch.save``. Loading it raw compares the file;
-``apply=resume`` rebuilds model, optimizer and scheduler here, loads each
-state into them, restores the RNG, and compares the resumed state with the
-state the source env had when it saved.
+"step": n}`` in one ``torch.save``, plus what the spec's
+``checkpoint_extras`` add beside them as training scripts do (numpy
+scalars and arrays, a Namespace, a dataclass config, ...: see
+`harness.runtime.checkpoint_extras`). Loading it raw compares the file;
+``safe_globals=needed`` loads it with ``weights_only=True`` once every
+global it needs is allowlisted (`harness.runtime.allowlist`), which proves
+the fix a ``weights_only`` refusal's diagnosis offers. ``apply=resume``
+rebuilds model, optimizer and scheduler here, loads each state into them,
+restores the RNG, and compares the resumed state with the state the source
+env had when it saved. ``apply=step`` then takes one optimizer step on the
+load device, which must equal the step the source env took from the same
+state: bit for bit with the same kernels, drift with its size otherwise.
+That catches optimizer state restored to the wrong device or dtype, which
+a comparison of the state alone can miss.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from harness.runtime.allowlist import fix_text, load_allowing
+from harness.runtime.checkpoint_extras import build_extras
 from harness.runtime.errors import Unsupported
 from harness.runtime.formats.base import (
     Format,
@@ -86,6 +99,24 @@ def resume_snapshot(
     return snap
 
 
+def stepped_snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> Snapshot:
+    """Model, optimizer and scheduler after the step a resumed run takes first."""
+    snap = Snapshot()
+    snap.merge(module_snapshot(model), "model.")
+    flatten(canonical_optimizer_state(optimizer.state_dict()), "optimizer.", snap)
+    flatten(scheduler.state_dict(), "scheduler.", snap)
+    return snap
+
+
+def _restore_rng(rng: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(rng["torch"].cpu())
+    random.setstate(rng["python"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 class Checkpoint(Format):
     name = "checkpoint"
     summary = "model + optimizer + LR scheduler + RNG states + step in one torch.save"
@@ -112,35 +143,90 @@ class Checkpoint(Format):
             "rng": rng,
             "step": built.step,
         }
+        ckpt.update(build_extras(built.spec.data.get("checkpoint_extras", []), built.spec.seed))
         torch.save(ckpt, str(directory / self.filename))
-        return Saved(
-            files=[self.filename],
-            views={
-                "file": file_snapshot(ckpt, built.model, prefix, under="model."),
-                "resume": resume_snapshot(built.model, built.optimizer, built.scheduler, rng, built.step),
-            },
-        )
+        views = {
+            "file": file_snapshot(ckpt, built.model, prefix, under="model."),
+            "resume": resume_snapshot(built.model, built.optimizer, built.scheduler, rng, built.step),
+        }
+        saved_with = {}
+        if built.inputs is None:
+            saved_with["no_step"] = "the case gives no example inputs, so no training step was recorded"
+        else:
+            try:
+                views["stepped"] = self._step_from(built, ckpt)
+            except Unsupported as e:
+                saved_with["no_step"] = str(e)
+        return Saved(files=[self.filename], views=views, saved_with=saved_with)
+
+    def _step_from(self, built: Built, ckpt: dict[str, Any]) -> Snapshot:
+        """The step a resumed run takes, taken here on copies: the saved model and optimizer stay as saved."""
+        from harness.runtime.builder import make_training, torch_state, train_step
+
+        assert built.inputs is not None
+        model = copy.deepcopy(built.model)
+        optimizer, scheduler = make_training(model, built.spec)
+        # load_state_dict may keep the very tensors it is given: hand it copies.
+        optimizer.load_state_dict(copy.deepcopy(ckpt["optimizer"]))
+        scheduler.load_state_dict(copy.deepcopy(ckpt["scheduler"]))
+        # One thread on both sides: a step's reductions (conv and BatchNorm
+        # backward) are summed in another order with another thread count.
+        with torch_state():
+            _restore_rng(ckpt["rng"])
+            try:
+                train_step(model, optimizer, scheduler, built.inputs, built.spec)
+            except (RuntimeError, NotImplementedError) as e:
+                # e.g. an output that no trainable parameter reaches: a run has no step to take
+                msg = f"the source env could not take a training step on this model: {type(e).__name__}: {e}"[:400]
+                raise Unsupported(msg) from e
+        return stepped_snapshot(model, optimizer, scheduler)
 
     def variants(self, cuda: bool) -> list[LoadOptions]:
-        return torch_load_sweep(cuda) + apply_sweep(("resume",), cuda)
+        # The weights_only fix, applied: raw, and resumed then stepped.
+        fixed = [
+            LoadOptions(map_location="cpu", weights_only="true", mmap=False, apply=a, safe_globals="needed")
+            for a in ("none", "step")
+        ]
+        return torch_load_sweep(cuda) + apply_sweep(("resume", "step"), cuda) + fixed
+
+    def torch_load_path(self, directory: Path) -> Optional[Path]:
+        return directory / self.filename
 
     def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:
         import torch
 
-        ckpt = torch.load(str(directory / self.filename), **torch_load_kwargs(options))
-        if options.apply != "resume":
-            return Loaded("file", flatten(ckpt))
+        path, kwargs = str(directory / self.filename), torch_load_kwargs(options)
+        notes = []
+        if options.safe_globals == "needed":
+            ckpt, needed = load_allowing(lambda: torch.load(path, **kwargs))
+            if needed:
+                notes.append(f"weights_only=True loads it once its {len(needed)} globals are allowlisted: {fix_text(needed)}")
+        else:
+            ckpt = torch.load(path, **kwargs)
+        if options.apply not in ("resume", "step"):
+            snap = flatten(ckpt)
+            snap.notes.extend(notes)
+            return Loaded("file", snap)
         model = ctx.fresh()
         model.load_state_dict(ckpt["model"], strict=True)
         optimizer, scheduler = ctx.training(model)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        random.setstate(ckpt["rng"]["python"])
-        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        _restore_rng(ckpt["rng"])
+        if options.apply == "step":
+            from harness.runtime.builder import torch_state, train_step
+
+            inputs = ctx.saved_inputs()
+            with torch_state():  # one thread, as the source env's step
+                train_step(model, optimizer, scheduler, inputs, ctx.spec)
+            snap = stepped_snapshot(model, optimizer, scheduler)
+            snap.notes.extend(notes)
+            # The forward check would run the stepped model against outputs
+            # recorded before the step: the stepped state is what is compared.
+            return Loaded("stepped", snap, forward_skip="the model took a training step after loading")
         rng = _rng_state()
         if "cuda" in ckpt["rng"] and "cuda" not in rng:
             rng["cuda"] = ckpt["rng"]["cuda"]  # nothing to restore it into on a CPU-only host
         snap = resume_snapshot(model, optimizer, scheduler, rng, ckpt["step"])
+        snap.notes.extend(notes)
         return Loaded("resume", snap, module=model)

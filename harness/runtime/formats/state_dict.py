@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from harness.runtime.file_sources import opened
 from harness.runtime.formats.base import (
     Format,
     LoadContext,
@@ -19,6 +20,8 @@ from harness.runtime.load_options import (
     LoadOptions,
     apply_sweep,
     check_assign,
+    device_index_sweep,
+    source_sweep,
     torch_load_kwargs,
     torch_load_sweep,
 )
@@ -35,6 +38,8 @@ class StateDict(Format):
     summary = "torch.save(model.state_dict()), zip serialization"
     filename = "model.pt"
     zip_serialization = True
+    #: sweep the map_locations that name a GPU index (one format is enough)
+    sweeps_device_index = True
 
     def save(self, built: Built, directory: Path, prefix: Optional[str]) -> Saved:
         import torch
@@ -49,12 +54,19 @@ class StateDict(Format):
         )
 
     def variants(self, cuda: bool) -> list[LoadOptions]:
-        return torch_load_sweep(cuda) + apply_sweep(("strict", "assign"), cuda)
+        # The device-index map_locations and the ways the file reaches
+        # torch.load are swept narrowly, once each and not crossed with the
+        # rest: the matrix multiplies every option by every case and env.
+        # mmap with a source only where the file format can be mapped at all.
+        indexes = device_index_sweep(cuda) if self.sweeps_device_index else []
+        return torch_load_sweep(cuda) + apply_sweep(("strict", "assign"), cuda) + indexes + source_sweep(mmap=self.zip_serialization)
 
     def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:
         import torch
 
-        state = torch.load(str(directory / self.filename), **torch_load_kwargs(options))
+        kwargs = torch_load_kwargs(options)
+        with opened(directory / self.filename, options.source) as f:
+            state = torch.load(f, **kwargs)
         if options.apply == "strict":
             model = ctx.fresh()
             model.load_state_dict(state, strict=True)

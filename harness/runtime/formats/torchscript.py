@@ -1,19 +1,42 @@
-"""`torchscript`: ``torch.jit.save`` of the scripted model, or of a trace when scripting fails."""
+"""`torchscript`: ``torch.jit.save`` of the scripted model, or of a trace when scripting fails.
+
+Besides its own loader it sweeps one wrong one: ``torch.load`` given the
+archive, as people do. torch.load hands a TorchScript archive to
+torch.jit.load (with a warning), and from torch 2.6 refuses to when
+weights_only is True, its default there; older releases (1.4) unpickle it
+and fail on its ``__torch__`` classes.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from harness.runtime.errors import Unsupported
+from harness.runtime.errors import InputError, Unsupported
 from harness.runtime.formats.base import Format, LoadContext, Loaded, Saved
-from harness.runtime.load_options import LoadOptions, map_location_value
+from harness.runtime.load_options import LoadOptions, map_location_value, torch_load_kwargs
 from harness.runtime.manifest import View, module_snapshot
 
 if TYPE_CHECKING:
     from harness.runtime.builder import Built
 
-__all__ = ["TorchScript"]
+__all__ = ["DISPATCHED", "TorchScript", "jit_load"]
+
+#: The note on a cell whose torch.load returned what torch.jit.load would.
+DISPATCHED = (
+    "dispatched: torch.load recognised a TorchScript archive and handed it to torch.jit.load; "
+    "call torch.jit.load(f) directly (torch 2.6 and later refuse this with weights_only=True, their default)"
+)
+
+
+def jit_load(path: Path, options: LoadOptions) -> Any:
+    """``torch.jit.load(path)`` with the map_location `options` names (it takes a device or a string, never a dict or a callable)."""
+    import torch
+
+    kw = {}
+    if options.map_location not in (None, "none"):
+        kw["map_location"] = map_location_value(options.map_location)
+    return torch.jit.load(str(path), **kw)
 
 
 class TorchScript(Format):
@@ -51,16 +74,27 @@ class TorchScript(Format):
     def variants(self, cuda: bool) -> list[LoadOptions]:
         # torch.jit.load takes a device or a string, never a dict or a callable.
         maps = ["none", "cpu", "device:cpu"] + (["cuda"] if cuda else [])
-        return [LoadOptions(map_location=m) for m in maps]
+        # One wrong-loader cell: the archive given to torch.load, as people do.
+        wrong = LoadOptions(map_location="cpu", weights_only="default", loader="torch.load")
+        return [LoadOptions(map_location=m) for m in maps] + [wrong]
 
     def load(self, directory: Path, options: LoadOptions, ctx: LoadContext) -> Loaded:
         import torch
 
-        kw = {}
-        if options.map_location not in (None, "none"):
-            kw["map_location"] = map_location_value(options.map_location)
-        model = torch.jit.load(str(directory / self.filename), **kw)
-        return Loaded("module", module_snapshot(model), module=model)
+        path = directory / self.filename
+        if options.loader in (None, "torch.jit.load"):
+            model = jit_load(path, options)
+            return Loaded("module", module_snapshot(model), module=model)
+        if options.loader != "torch.load":
+            msg = f"loader={options.loader!r}: the torchscript format loads with torch.jit.load or torch.load"
+            raise InputError(msg)
+        model = torch.load(str(path), **torch_load_kwargs(options))
+        if not isinstance(model, torch.jit.ScriptModule):
+            msg = f"torch.load returned a {type(model).__name__} from a TorchScript archive, not a ScriptModule"
+            raise TypeError(msg)
+        snap = module_snapshot(model)
+        snap.notes.append(DISPATCHED)
+        return Loaded("module", snap, module=model)
 
     def recover(self, loaded: Loaded, expected: View) -> list[str]:
         # Archives written by torch 1.4 record buffers as plain attributes

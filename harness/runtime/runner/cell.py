@@ -10,15 +10,16 @@ those from outside the worker process.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from harness.runtime.compare import Difference, compare
-from harness.runtime.diagnose import diagnose
+from harness.runtime.compare import Comparison, Difference, compare
+from harness.runtime.diagnose import Diagnosis, diagnose
 from harness.runtime.errors import Unsupported
 from harness.runtime.formats.base import Format, LoadContext
-from harness.runtime.load_options import LoadOptions
-from harness.runtime.manifest import Manifest
+from harness.runtime.load_options import LoadOptions, torch_load_kwargs
+from harness.runtime.manifest import Manifest, Snapshot, View
 from harness.runtime.messages import Captured, captured, clean
 from harness.runtime.results import CellResult, Outcome
 from harness.runtime.spec import Spec
@@ -26,7 +27,7 @@ from harness.runtime.spec import Spec
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CaseContext", "run_cell", "skip_result"]
+__all__ = ["CaseContext", "complete_allowlist", "run_cell", "skip_result", "step_drift"]
 
 
 class CaseContext(LoadContext):
@@ -44,6 +45,20 @@ class CaseContext(LoadContext):
         self._template: Optional[torch.nn.Module] = None
         self._problem: Optional[str] = None
         self._forward: dict[tuple[str, ...], tuple[dict[str, Any], Optional[Difference]]] = {}
+        self._saved: tuple[Optional[dict[str, Any]], Optional[Path]] = (None, None)
+
+    def use_artifact(self, forward: Optional[dict[str, Any]], reference: Path) -> None:
+        """The artifact about to be loaded: its forward record and reference file give `saved_inputs`."""
+        self._saved = (forward, reference)
+
+    def saved_inputs(self) -> tuple[torch.Tensor, ...]:
+        from harness.runtime.forward import saved_inputs
+
+        forward, reference = self._saved
+        if not forward or forward.get("status") != "ok" or reference is None:
+            reason = (forward or {}).get("reason", "no forward inputs were recorded")
+            raise Unsupported(f"no inputs to step the model with: {reason}")
+        return saved_inputs(forward, reference, self.device)
 
     @property
     def spec(self) -> Spec:
@@ -101,6 +116,63 @@ class CaseContext(LoadContext):
         return result
 
 
+def step_drift(comparison: Comparison, view: View, snap: Snapshot, reference: Path, same_kernels: bool) -> Optional[float]:
+    """Turn the bit differences of a training step taken with other kernels into drift.
+
+    A step computes, so across torch releases, machines or devices its
+    results may differ in the last bits: that is drift, reported with its
+    size, as for forward outputs. With the same kernels it must be exact,
+    and any difference stays a mismatch. Differences other than values (a
+    dtype, a shape, a missing key) are mismatches either way. Returns the
+    largest absolute difference, or None when nothing drifted.
+    """
+    from harness.runtime.forward import max_abs_diff
+
+    if same_kernels:
+        return None
+    drifted = [d for d in comparison.differences if d.aspect == "bits"]
+    if not drifted:
+        return None
+    comparison.differences = [d for d in comparison.differences if d.aspect != "bits"]
+    worst = max(max_abs_diff(view.tensors[d.tensor], snap.tensors[d.tensor][0], reference) for d in drifted)
+    comparison.notes.append(
+        f"after one training step {len(drifted)} tensor(s) differ from the source env's step by at most {worst:.3g} "
+        f"(first: {drifted[0].tensor}); the kernels differ, so this is drift, not a mismatch"
+    )
+    return worst
+
+
+def complete_allowlist(found: Diagnosis, path: Optional[Path], options: LoadOptions) -> Diagnosis:
+    """A weights_only refusal's diagnosis, its fix naming every global the file needs.
+
+    torch names one global per refusal; the fix is found by loading the file
+    again under a growing allowlist (`harness.runtime.allowlist`), so the
+    fix offered is one that was seen to work here.
+    """
+    import torch
+
+    from harness.runtime.allowlist import fix_text, load_allowing
+
+    if path is None:
+        return found
+    kwargs = dict(torch_load_kwargs(options), weights_only=True)
+    try:
+        _, needed = load_allowing(lambda: torch.load(str(path), **kwargs))
+    except Exception as e:  # no allowlist fixes it here: say why, keep the rest
+        lines = clean(str(e)).splitlines() or [""]
+        # torch opens with general advice; the line naming the cause is the one to show
+        cause = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0]).strip()
+        return replace(found, summary=f"{found.summary}; no allowlist makes it load here ({type(e).__name__}: {cause[:300]})")
+    if not needed:
+        return found
+    return replace(
+        found,
+        summary=f"{found.summary}; it needs {len(needed)} globals allowlisted: {', '.join(needed)}",
+        fix=f"if you trust the file, allowlist all {len(needed)} globals it needs: {fix_text(needed)}; "
+        "or torch.load(f, weights_only=False)",
+    )
+
+
 def skip_result(base: CellResult, reason: str) -> CellResult:
     return base.with_(outcome=Outcome.SKIP, detail=reason)
 
@@ -125,6 +197,10 @@ def run_cell(
         if problem:
             return skip_result(base, problem)
         with captured() as seen:
+            if options.apply == "step" and "stepped" not in manifest.views:
+                why = manifest.saved_with.get("no_step", "saved by a harness before apply=step")
+                raise Unsupported(f"the source env recorded no training step to compare with: {why}")
+            ctx.use_artifact(manifest.forward, reference)
             loaded = fmt.load(directory, options, ctx)
             view = manifest.views.get(loaded.view)
             if view is None:
@@ -144,9 +220,15 @@ def run_cell(
                 forward = {"status": "skip", "detail": loaded.forward_skip}
         if forward_diff is not None:
             comparison.differences.append(forward_diff)
+        drift: Optional[float] = None
+        if loaded.view == "stepped":
+            same = (manifest.forward or {}).get("compute") == compute_key and ctx.device == "cpu"
+            drift = step_drift(comparison, view, loaded.snapshot, reference, same)
         notes = recovered + comparison.notes + seen.texts()
         outcome = Outcome.PASS if comparison.ok else Outcome.MISMATCH
         detail = "exact" if comparison.ok else comparison.summary()
+        if drift is not None:
+            detail += f"; step drift max |diff| {drift:.3g} (other kernels than the save's)"
         if forward and forward.get("status") == "drift":
             detail += f"; forward drift max |diff| {forward['max_abs_diff']:.3g}"
         return base.with_(
@@ -161,6 +243,8 @@ def run_cell(
         message = clean(str(e))
         warned = seen.texts()
         found = diagnose(etype, message, base.format, base.load, tuple(warned))
+        if found is not None and found.code == "weights_only_refused":
+            found = complete_allowlist(found, fmt.torch_load_path(directory), options)
         first = message.splitlines()[0] if message else ""
         return base.with_(
             outcome=Outcome.ERROR,

@@ -22,7 +22,7 @@ from harness import build_id
 from harness.runtime.defaults import DEFAULT_TIMEOUT
 from harness.runtime.diagnose import diagnose
 from harness.runtime.digest import digest_bytes
-from harness.runtime.env import check_device, label_for, require_torch
+from harness.runtime.env import check_device, label_for, labelled_numpy, require_torch
 from harness.runtime.errors import InputError
 from harness.runtime.expect import Expectations
 from harness.runtime.fileio import read_json, write_json
@@ -164,9 +164,14 @@ def _predicted_target(device: str) -> tuple[str, str, bool]:
         torch_version = version("torch")
     except PackageNotFoundError:
         raise InputError("torch is not installed in this env") from None
+    try:
+        numpy_version: Optional[str] = version("numpy")
+    except PackageNotFoundError:
+        numpy_version = None
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     cuda_possible = not sys.platform.startswith("linux") or any(Path("/dev").glob("nvidia[0-9]*"))
-    return label_for(torch_version, python, device), torch_version, cuda_possible
+    # labelled_numpy refuses a numpy that is not the one the session asked for.
+    return label_for(torch_version, python, device, labelled_numpy(numpy_version)), torch_version, cuda_possible
 
 
 def load_phase(

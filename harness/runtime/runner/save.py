@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from harness.runtime.builder import Built
     from harness.runtime.formats import Format
 
-__all__ = ["SaveSummary", "save_case", "save_phase"]
+__all__ = ["SaveSummary", "build_device", "save_case", "save_phase"]
 
 
 @dataclass
@@ -64,9 +64,10 @@ def _first_line(e: BaseException) -> str:
 
 def _save_format(fmt: Format, built: Built, tmp: Path, manifest: Manifest, reference: Reference, device: str, compute_key: str) -> None:
     from harness.runtime.builder import torch_state
-    from harness.runtime.emulation import emulate_cuda, file_has_tag
+    from harness.runtime.emulation import cuda_tag, emulate_cuda, file_has_tag
 
     emulated = device == "cuda-emulated"
+    index = int(manifest.spec.get("device_index", 0))
     problem = fmt.unavailable()
     if problem is None and emulated and not fmt.emulatable:
         problem = f"{fmt.name} cannot be saved as cuda-emulated: its serializer ignores torch.serialization location tags"
@@ -75,7 +76,7 @@ def _save_format(fmt: Format, built: Built, tmp: Path, manifest: Manifest, refer
         return
     start = time.perf_counter()
     try:
-        with emulate_cuda(emulated), torch_state(), warnings.catch_warnings():
+        with emulate_cuda(emulated, index), torch_state(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             saved = fmt.save(built, tmp, manifest.spec.get("state_dict_prefix"))
     except Unsupported as e:
@@ -86,10 +87,13 @@ def _save_format(fmt: Format, built: Built, tmp: Path, manifest: Manifest, refer
         return
     manifest.seconds = time.perf_counter() - start
     if emulated:
-        untagged = [f for f in saved.files if not file_has_tag(tmp / f)]
+        untagged = [f for f in saved.files if not file_has_tag(tmp / f, index)]
         if untagged:
             manifest.status = "unsupported"
-            manifest.reason = f"{fmt.name} wrote no cuda:0 storage tag under emulation ({', '.join(untagged)}), so it cannot stand for a GPU save"
+            manifest.reason = (
+                f"{fmt.name} wrote no {cuda_tag(index)} storage tag under emulation ({', '.join(untagged)}), "
+                "so it cannot stand for a GPU save"
+            )
             return
     manifest.emulated = emulated
     manifest.files = saved.files
@@ -100,6 +104,24 @@ def _save_format(fmt: Format, built: Built, tmp: Path, manifest: Manifest, refer
 
         manifest.forward = record_forward(saved.forward_module, built.inputs, compute_key, reference)
     manifest.status = "saved"
+
+
+def build_device(spec: Spec, device: str) -> str:
+    """Where a save builds the case: ``cuda:<device_index>`` for a real CUDA save, else the CPU.
+
+    A host with fewer GPUs than the index cannot place the case there: that
+    is Unsupported (the save records a skip with the reason), not a failure.
+    """
+    if device != "cuda":
+        return "cpu"
+    import torch
+
+    index = spec.device_index
+    count = torch.cuda.device_count()
+    if index >= count:
+        msg = f"the case is placed on cuda:{index} (device_index={index}) and this host has {count} GPU(s) (torch.cuda.device_count() is {count})"
+        raise Unsupported(msg)
+    return f"cuda:{index}"
 
 
 def save_case(spec: Spec, case_dir: Path, fp: Fingerprint, formats: list[Format], device: str) -> list[Manifest]:
@@ -116,7 +138,7 @@ def save_case(spec: Spec, case_dir: Path, fp: Fingerprint, formats: list[Format]
     problem: Optional[str] = None
     status = "unsupported"
     try:
-        built = build(spec, "init", "cuda" if device == "cuda" else "cpu")
+        built = build(spec, "init", build_device(spec, device))
     except Unsupported as e:
         problem = f"this env cannot build the case: {e}"
     except SpecError:
