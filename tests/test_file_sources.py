@@ -362,3 +362,17 @@ def test_source_expectations_cover_their_form_only(expectations, source, mmap, c
     # The fix applied (or a faithful form) failing the same way would be a regression.
     assert not expectations.apply(r.with_(load={**load, "source": neighbour})).expected
     assert not expectations.apply(r.with_(diagnosis=None)).expected
+
+
+@pytest.mark.parametrize(("target", "source", "expected"), [
+    ("torch-1.4.0-py3.8-cpu", "truncated", True),  # measured: torch 1.4 aborts on some cuts of a legacy file
+    ("torch-2.15.0-py3.11-cpu", "truncated", False),  # a newer torch that aborts would be a torch bug to report
+    ("torch-1.4.0-py3.8-cpu", None, False),  # an abort on the whole file is never the cut
+])
+def test_a_reader_that_aborts_on_a_cut_file(target, source, expected):
+    message = "the worker process died (SIGABRT); stderr: terminate called after throwing an instance of 'c10::Error' |   what():  owning_ptr == NullType::singleton()"
+    load = {"map_location": "cpu", "weights_only": "default", "mmap": False, "apply": "none", **({"source": source} if source else {})}
+    found = diagnose("crash", message, "state_dict_legacy", load)
+    cell = CellResult(source="torch-2.15.0-py3.11-cpu", target=target, case="transformer_encoder", format="state_dict_legacy",
+                      load=load, outcome=Outcome.CRASH, detail=message, diagnosis=found.to_dict() if found else None)
+    assert Expectations.load().apply(cell).expected is expected

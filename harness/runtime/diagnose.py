@@ -669,6 +669,7 @@ def _truncated(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional
 _CUT_ERRORS = frozenset({
     "RuntimeError", "OSError", "UnpicklingError", "IndexError", "error", "EOFError", "ValueError", "KeyError",
     "AttributeError", "TypeError", "SafetensorError", "MemoryError", "OverflowError",
+    "crash",  # an old reader that aborts the process on the cut (torch 1.4, legacy format)
 })
 
 
