@@ -75,13 +75,18 @@ NUMPY_PYTHON = {
 }
 
 
+def _wheel_range(table: dict[tuple[int, int], tuple[str, str]], version: str) -> tuple[str, str]:
+    """(lowest, highest) CPython of `version`'s minor release in `table`; the nearest end of it for a release it lacks."""
+    minor = release(version)[:2]
+    if minor in table:
+        return table[minor]
+    newest = max(table)
+    return table[newest] if minor > newest else table[min(table)]
+
+
 def python_support(torch: str) -> tuple[str, str]:
     """(lowest, highest) CPython version with wheels for this torch release."""
-    minor = release(torch)[:2]
-    if minor in PYTHON_SUPPORT:
-        return PYTHON_SUPPORT[minor]
-    newest = max(PYTHON_SUPPORT)
-    return PYTHON_SUPPORT[newest] if minor > newest else PYTHON_SUPPORT[min(PYTHON_SUPPORT)]
+    return _wheel_range(PYTHON_SUPPORT, torch)
 
 
 def numpy_allowed(torch: str) -> str:
@@ -91,11 +96,7 @@ def numpy_allowed(torch: str) -> str:
 
 def numpy_python(numpy: str) -> tuple[str, str]:
     """(lowest, highest) CPython version with wheels for this numpy release."""
-    minor = release(numpy)[:2]
-    if minor in NUMPY_PYTHON:
-        return NUMPY_PYTHON[minor]
-    newest = max(NUMPY_PYTHON)
-    return NUMPY_PYTHON[newest] if minor > newest else NUMPY_PYTHON[min(NUMPY_PYTHON)]
+    return _wheel_range(NUMPY_PYTHON, numpy)
 
 
 def _python_range(torch: str) -> tuple[str, str]:

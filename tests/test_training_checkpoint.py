@@ -410,3 +410,25 @@ def test_a_model_no_step_can_train_records_why_and_its_step_cells_skip(tmp_path)
     resumes = [r for r in results if r.load.get("apply") == "resume"]
     assert resumes and all(r.outcome == Outcome.PASS for r in resumes), [r.detail for r in resumes]
     assert steps and all(r.outcome == Outcome.SKIP and "could not take a training step" in r.detail for r in steps), [r.detail for r in steps]
+
+
+@needs_allowlist
+def test_an_artifacts_refused_cells_search_the_allowlist_once(saved, monkeypatch):
+    import harness.runtime.allowlist as allowlist
+
+    searches = []
+    real = allowlist.load_allowing
+    monkeypatch.setattr(allowlist, "load_allowing", lambda *a, **k: searches.append(1) or real(*a, **k))
+    table, fp, specs = saved
+    manifest, case_dir = table["training_checkpoint"]
+    ctx = CaseContext(specs["training_checkpoint"].to_dict(), "cpu")
+    fixes = set()
+    for mmap in (False, False, True):
+        options = LoadOptions(map_location="cpu", weights_only="true", mmap=mmap, apply="none")
+        base = CellResult(source=fp.label, target=fp.label, case="training_checkpoint", format="checkpoint",
+                          load=options.to_dict(), outcome=Outcome.SKIP, harness=__version__)
+        result = run_cell(base, manifest, FORMATS["checkpoint"], options, case_dir / "checkpoint",
+                          case_dir / "reference.bin", ctx, fp.compute_key)
+        fixes.add(result.diagnosis["fix"])
+    assert len(searches) == 2  # once per (map_location, mmap), not once per cell
+    assert len(fixes) == 1

@@ -227,6 +227,9 @@ def flatten(obj: Any, prefix: str = "", snap: Optional[Snapshot] = None, role: s
         snap.values[f"{prefix}$len"] = len(obj)
         for i, v in enumerate(obj):
             flatten(v, f"{prefix}{i}.", snap, role)
+    elif obj is None or type(obj) in (bool, int, float, str):
+        # The common leaf, by exact type: numpy.float64 subclasses float and is described.
+        snap.values[prefix.rstrip(".")] = _plain(obj)
     else:
         described = describe(obj)
         if described is None:

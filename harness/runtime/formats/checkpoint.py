@@ -90,10 +90,8 @@ def resume_snapshot(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
     rng: dict[str, Any], step: int,
 ) -> Snapshot:
-    snap = Snapshot()
-    snap.merge(module_snapshot(model), "model.")
-    flatten(canonical_optimizer_state(optimizer.state_dict()), "optimizer.", snap)
-    flatten(scheduler.state_dict(), "scheduler.", snap)
+    """The training state a resume restores: what `stepped_snapshot` holds, plus the RNG states and the step."""
+    snap = stepped_snapshot(model, optimizer, scheduler)
     flatten(rng, "rng.", snap)
     snap.values["step"] = step
     return snap

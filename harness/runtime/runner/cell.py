@@ -46,6 +46,8 @@ class CaseContext(LoadContext):
         self._problem: Optional[str] = None
         self._forward: dict[tuple[str, ...], tuple[dict[str, Any], Optional[Difference]]] = {}
         self._saved: tuple[Optional[dict[str, Any]], Optional[Path]] = (None, None)
+        #: the allowlist each refused file needs (`complete_allowlist`), found once per file
+        self.allowlists: dict[tuple[str, Optional[str], Optional[bool]], tuple[Optional[list[str]], str]] = {}
 
     def use_artifact(self, forward: Optional[dict[str, Any]], reference: Path) -> None:
         """The artifact about to be loaded: its forward record and reference file give `saved_inputs`."""
@@ -142,27 +144,48 @@ def step_drift(comparison: Comparison, view: View, snap: Snapshot, reference: Pa
     return worst
 
 
-def complete_allowlist(found: Diagnosis, path: Optional[Path], options: LoadOptions) -> Diagnosis:
+def _allowlist_search(path: Path, options: LoadOptions) -> tuple[Optional[list[str]], str]:
+    """(the globals the file needs, "") or (None, why no allowlist loads it here)."""
+    import torch
+
+    from harness.runtime.allowlist import load_allowing
+
+    kwargs = dict(torch_load_kwargs(options), weights_only=True)
+    try:
+        _, needed = load_allowing(lambda: torch.load(str(path), **kwargs))
+    except Exception as e:  # no allowlist fixes it here: say why
+        lines = clean(str(e)).splitlines() or [""]
+        # torch opens with general advice; the line naming the cause is the one to show
+        cause = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0]).strip()
+        return None, f"{type(e).__name__}: {cause[:300]}"
+    return needed, ""
+
+
+def complete_allowlist(
+    found: Diagnosis, path: Optional[Path], options: LoadOptions,
+    searched: Optional[dict[tuple[str, Optional[str], Optional[bool]], tuple[Optional[list[str]], str]]] = None,
+) -> Diagnosis:
     """A weights_only refusal's diagnosis, its fix naming every global the file needs.
 
     torch names one global per refusal; the fix is found by loading the file
     again under a growing allowlist (`harness.runtime.allowlist`), so the
-    fix offered is one that was seen to work here.
+    fix offered is one that was seen to work here. `searched` keeps each
+    file's answer (per map_location and mmap, all it depends on): an
+    artifact's refused cells search once, not once per cell.
     """
-    import torch
-
-    from harness.runtime.allowlist import fix_text, load_allowing
+    from harness.runtime.allowlist import fix_text
 
     if path is None:
         return found
-    kwargs = dict(torch_load_kwargs(options), weights_only=True)
-    try:
-        _, needed = load_allowing(lambda: torch.load(str(path), **kwargs))
-    except Exception as e:  # no allowlist fixes it here: say why, keep the rest
-        lines = clean(str(e)).splitlines() or [""]
-        # torch opens with general advice; the line naming the cause is the one to show
-        cause = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0]).strip()
-        return replace(found, summary=f"{found.summary}; no allowlist makes it load here ({type(e).__name__}: {cause[:300]})")
+    key = (str(path), options.map_location, options.mmap)
+    if searched is not None and key in searched:
+        needed, failure = searched[key]
+    else:
+        needed, failure = _allowlist_search(path, options)
+        if searched is not None:
+            searched[key] = (needed, failure)
+    if needed is None:
+        return replace(found, summary=f"{found.summary}; no allowlist makes it load here ({failure})")
     if not needed:
         return found
     return replace(
@@ -244,7 +267,7 @@ def run_cell(
         warned = seen.texts()
         found = diagnose(etype, message, base.format, base.load, tuple(warned))
         if found is not None and found.code == "weights_only_refused":
-            found = complete_allowlist(found, fmt.torch_load_path(directory), options)
+            found = complete_allowlist(found, fmt.torch_load_path(directory), options, ctx.allowlists)
         first = message.splitlines()[0] if message else ""
         return base.with_(
             outcome=Outcome.ERROR,
