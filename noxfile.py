@@ -150,12 +150,22 @@ def load(session: nox.Session, env: str) -> None:
         # Artifacts of earlier matrices may lie beside this one's: load this
         # run's sources, and the golden corpus's.
         extra += ["--source", ",".join(SAVE_IDS + _unpack_golden(session))]
+    extra += _refactor_args()
     # Exit 1 means "found regressions": the report decides the run's fate.
     session.run(
         "python", "-m", "harness", "load", "--artifacts", str(ARTIFACTS), "--results", str(RESULTS),
         "--device", e.device, "--timeout", str(MATRIX.timeout), "--expect-torch", e.torch, *extra,
         success_codes=[0, 1], env=e.phase_env,
     )
+
+
+def _refactor_args() -> list:
+    """The matrix's load_as, migrate and rename_class pairs as load's flags."""
+    args = []
+    for flag, pairs in (("--load-as", MATRIX.load_as), ("--migrate", MATRIX.migrate), ("--rename-class", MATRIX.rename_class)):
+        for pair in pairs:
+            args += [flag, pair]
+    return args
 
 
 _UNPACKED: list = []

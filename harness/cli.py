@@ -83,6 +83,20 @@ def _formats(p: argparse.ArgumentParser) -> None:
     p.add_argument("--formats", metavar="A,B", help="comma-separated formats (default: all)")
 
 
+def _refactors(p: argparse.ArgumentParser) -> None:
+    """load's options for model code that changed between the save and the load (README: migrations)."""
+    p.add_argument("--load-as", action="append", metavar="OLD_MOD:FN=NEW_MOD:FN",
+                   help="build the load-side model of the user case saved from factory OLD with factory NEW "
+                        "(the refactored code); cells say what no longer fits and propose a remap (repeatable)")
+    p.add_argument("--migrate", action="append", metavar="OLD_MOD:FN=MIG_MOD:FN",
+                   help="run migrate(obj) -> obj on what torch.load returned for user case OLD before loading it into "
+                        "its --load-as model, and check every tensor bit for bit against the saved ones (repeatable; "
+                        "needs the --load-as of the same OLD)")
+    p.add_argument("--rename-class", action="append", metavar="old.mod.Cls=new.mod.Cls",
+                   help="unpickle the class old.mod.Cls from new.mod.Cls (a moved or renamed class) in whole-model "
+                        "pickles of user cases, and check the load exact (repeatable)")
+
+
 def _env_phase(p: argparse.ArgumentParser) -> None:
     """Options of the phases that nox runs inside an env."""
     p.add_argument("--expect-torch", metavar="VERSION", help="refuse to run unless this env's torch is VERSION (nox sets it)")
@@ -123,13 +137,16 @@ def cmd_save(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     from harness.runtime.expect import Expectations
+    from harness.runtime.refactor import UserRefactors
     from harness.runtime.runner.load import Filters, load_phase
 
+    # Checked before anything loads: a typo is one line, not a run of errors.
+    refactors = UserRefactors.parse(args.load_as or [], args.migrate or [], args.rename_class or [])
     filters = Filters(source=args.source, case=args.case, format=args.format, cell=args.cell)
     summary = load_phase(
         Path(args.artifacts), Path(args.results), device=args.device, timeout=args.timeout,
         expectations=Expectations.load(_path(args.expectations)), filters=filters,
-        expect_torch=args.expect_torch, progress=not args.quiet,
+        expect_torch=args.expect_torch, progress=not args.quiet, refactors=refactors,
     )
     for line in summary.lines():
         print(line, file=sys.stderr)
@@ -255,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case", metavar="NAME", help="only this case")
     p.add_argument("--format", metavar="NAME", help="only this format")
     p.add_argument("--cell", metavar="KEY", help="only this cell: SOURCE|CASE|FORMAT|OPTIONS, as the report prints it")
+    _refactors(p)
     _env_phase(p)
 
     p = _add(sub, "replay", cmd_replay, "round-trip the spec(s) in a JSON file in this env, in-process")

@@ -214,6 +214,14 @@ class Matrix:
     seed: int = 0
     timeout: float = DEFAULT_TIMEOUT
     user_cases: tuple[str, ...] = ()
+    #: model code that changed between the save and the load (``load --load-as``):
+    #: ``"OLD_MOD:FN=NEW_MOD:FN"``, the user case saved from OLD loaded into NEW's model
+    load_as: tuple[str, ...] = ()
+    #: migrations (``load --migrate``): ``"OLD_MOD:FN=MIG_MOD:FN"``, each with the load_as of its OLD
+    migrate: tuple[str, ...] = ()
+    #: classes whole-model pickles of user cases import from elsewhere (``load --rename-class``):
+    #: ``"old.mod.Cls=new.mod.Cls"``
+    rename_class: tuple[str, ...] = ()
     #: extra requirements every env installs (the package your user cases live in, ...)
     install: tuple[str, ...] = ()
     #: load the golden corpus (golden/) as extra sources in every load session
@@ -234,7 +242,9 @@ class Matrix:
         if not isinstance(named, dict) or not all(isinstance(t, dict) for t in named.values()):
             raise InputError(f"{where}: matrix must hold tables, e.g. [tool.torch-roundtrip.matrix.history]")
         for name, sub in named.items():
-            cls.from_table(sub, f"{where} matrix.{name}")  # refuse a bad named matrix when it is read
+            # Refuse a bad named matrix when it is read, as `select` will make
+            # it: its keys over these (its load_as may name these user_cases).
+            cls.from_table({**table, **sub}, f"{where} matrix.{name}")
         kw = _fields(table.items())
         kw["named"] = tuple((name, tuple(sub.items())) for name, sub in named.items())
         return cls(**kw).validated(where)
@@ -277,6 +287,7 @@ class Matrix:
                 raise InputError(f"{where}: format {f!r} is not one of {', '.join(FORMAT_NAMES)}")
         if not isinstance(self.golden, bool):
             raise InputError(f"{where}: golden must be true or false, not {self.golden!r}")
+        self._check_refactors(where)
         for n in self.numpy:
             # A full release: the label names it, and the env must report the same string.
             if not re.fullmatch(r"\d+\.\d+\.\d+", n):
@@ -285,6 +296,38 @@ class Matrix:
                 ranges = "; ".join(f"torch {t}: numpy {numpy_allowed(t)}" for t in self.torch)
                 raise InputError(f"{where}: numpy {n} works beside none of the torch releases of the matrix ({ranges})")
         return self
+
+    def _check_refactors(self, where: str) -> None:
+        """load_as, migrate and rename_class: lists of OLD=NEW pairs, each migration with its load_as.
+
+        The load phase parses them again (`harness.runtime.refactor.UserRefactors`,
+        which nox cannot import); this catches a typo before any env is built.
+        """
+        pairs: dict[str, dict[str, str]] = {}
+        for key, side, example in (
+            ("load_as", _FACTORY, "OLD_MODULE:FACTORY=NEW_MODULE:FACTORY"),
+            ("migrate", _FACTORY, "OLD_MODULE:FACTORY=MIGRATION_MODULE:FUNCTION"),
+            ("rename_class", _CLASS_PATH, "old.module.Class=new.module.Class"),
+        ):
+            value = getattr(self, key)
+            if not isinstance(value, tuple):
+                raise InputError(f"{where}: {key} must be a list of strings like {example!r}, not {value!r}")
+            pairs[key] = {}
+            for item in value:
+                old, sep, new = item.partition("=")
+                if not (sep and side.fullmatch(old) and side.fullmatch(new)):
+                    raise InputError(f"{where}: {key} {item!r} is not {example}")
+                if pairs[key].get(old, new) != new:
+                    raise InputError(f"{where}: {key} names {old} twice ({pairs[key][old]} and {new})")
+                pairs[key][old] = new
+        for old in pairs["migrate"]:
+            if old not in pairs["load_as"]:
+                raise InputError(f"{where}: migrate {old}=... needs load_as {old}=NEW_MODULE:FACTORY too "
+                                 "(a migration loads into the new model)")
+        for old in pairs["load_as"]:
+            if old not in self.user_cases:
+                raise InputError(f"{where}: load_as {old}=... names a factory user_cases does not save "
+                                 f"(user_cases: {', '.join(self.user_cases) or 'none'})")
 
     def plan(self, have: Optional[Callable[[str], bool]] = None) -> Plan:
         """Every save env and load env that can exist; the rest, with reasons.
@@ -345,6 +388,11 @@ class Matrix:
         return ["--generated", str(self.generated), "--seed", str(self.seed)]
 
 
+#: ``MODULE:FUNCTION`` (a user case's factory, a migration) and a class path,
+#: as the load phase reads them
+_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+_CLASS_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+
 #: Options other sessions take after ``--`` (load's filters, check's --trust).
 _SESSION_OPTIONS = ("--trust", "--quick")
 
@@ -361,6 +409,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--timeout", type=float)
     p.add_argument("--user-case", dest="user_cases", action="append")
+    p.add_argument("--load-as", dest="load_as", action="append")
+    p.add_argument("--migrate", action="append")
+    p.add_argument("--rename-class", dest="rename_class", action="append")
     p.add_argument("--install", action="append")
     return p
 
@@ -380,11 +431,11 @@ def parse_overrides(matrix: Matrix, args: Sequence[str], warn: Optional[Callable
     if unknown and warn is not None:
         # The same arguments reach every session (pytest's, load's --cell):
         # say what the matrix ignores rather than refuse it.
-        warn(f"matrix: ignoring {' '.join(unknown)} (matrix options: --matrix, --torch, --python, --device, --numpy, --formats, --generated, --seed, --timeout, --user-case, --install)")
+        warn(f"matrix: ignoring {' '.join(unknown)} (matrix options: --matrix, --torch, --python, --device, --numpy, --formats, --generated, --seed, --timeout, --user-case, --load-as, --migrate, --rename-class, --install)")
     if ns.matrix:
         matrix = matrix.select(ns.matrix)
     changes: dict[str, Any] = {}
-    for key in ("torch", "python", "numpy", "formats", "user_cases", "install"):
+    for key in ("torch", "python", "numpy", "formats", "user_cases", "load_as", "migrate", "rename_class", "install"):
         value = getattr(ns, key)
         if value:
             if key == "formats":

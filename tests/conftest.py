@@ -95,3 +95,30 @@ class Damaging:
 
     def torch_load_path(self, directory):
         return self.fmt.torch_load_path(directory)
+
+
+def torch_venv(tmp_path_factory, name: str, python_version: str, torch_version: str) -> str:
+    """The Python of a fresh venv holding `torch_version` (and what its runtime needs) and this checkout.
+
+    Skips, with the reason, where this machine has no such Python or no uv.
+    """
+    import shutil
+
+    from harness.matrix import find_python, requirements
+
+    base = find_python(python_version)
+    if base is None:
+        pytest.skip(f"no Python {python_version} on this machine (pyenv install {python_version})")
+    exe = shutil.which("uv")
+    if exe:
+        uv = [exe]
+    else:
+        pytest.importorskip("uv", reason="uv is not installed (pip install uv)")
+        uv = [sys.executable, "-m", "uv"]
+    venv = tmp_path_factory.mktemp(name) / "venv"
+    subprocess.run([*uv, "venv", "-q", "-p", base, str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    done = subprocess.run([*uv, "pip", "install", "-q", "-p", python, *requirements(torch_version), str(REPO)],
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return python

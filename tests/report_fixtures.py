@@ -309,3 +309,72 @@ def synthetic_lines(n: int, *, seed: int = 0) -> list:
 def synthetic(folder: Path, n: int, *, seed: int = 0) -> Path:
     """Write `n` synthetic cells into `folder`."""
     return write_results(folder, synthetic_lines(n, seed=seed))
+
+
+#: The remap of the `refactors` run's qkv case: one projection split in three, a
+#: legacy weight_norm, a buffer made non-persistent, a parameter added.
+REMAP_QKV = {
+    "found_by": "names", "same": 2, "summary": "1 split, 2 weight_norm mapped, 1 dropped, 1 added, 2 kept",
+    "entries": [
+        {"kind": "split", "old": ["attn.qkv.weight"], "new": ["attn.q.weight", "attn.k.weight", "attn.v.weight"], "dim": 0,
+         "detail": "float32[12, 4] cut into 3 x float32[4, 4]"},
+        {"kind": "parametrization", "old": ["out.weight_g"], "new": ["out.parametrizations.weight.original0"], "detail": "legacy weight_norm"},
+        {"kind": "parametrization", "old": ["out.weight_v"], "new": ["out.parametrizations.weight.original1"], "detail": "legacy weight_norm"},
+        {"kind": "dropped", "old": ["norm.running_count"], "new": [], "detail": "a buffer made non-persistent"},
+        {"kind": "added", "old": [], "new": ["out.scale"], "detail": "float32[4]: a parameter added"},
+    ],
+}
+#: The remap of the `refactors` run's user case: one submodule renamed.
+REMAP_USER = {
+    "found_by": "digests", "same": 1, "summary": "1 renamed, 1 kept",
+    "entries": [{"kind": "rename", "old": ["encoder.fc.weight"], "new": ["encoder.proj.weight"], "detail": "same bytes under another name"}],
+}
+#: The options of a load into the model (apply=strict), and of a migration by the harness's remap.
+STRICT = {**SD, "apply": "strict"}
+MIGRATE = {**STRICT, "migrate": "remap"}
+
+
+def refactor_lines() -> list:
+    """Three refactors across two env pairs (A -> B, B -> A), and one cell that is no refactor.
+
+    - ``refactor_qkv`` into its variant: plain loads fail (``model_code_changed``),
+      the proposed remap applied is exact from A to B and mismatches from B to A
+      (one element of ``attn.k.weight``);
+    - ``refactor_moved`` (a class moved): the whole-model pickle cannot be
+      imported, ``rename_class`` loads it exactly;
+    - ``user_net`` loaded as ``newpkg.models:make`` (``--load-as``), migrated by
+      the user's ``newpkg.migrations:migrate``, exact in both pairs.
+    """
+    changed = {"code": "model_code_changed", "summary": "the checkpoint's keys do not fit the model",
+               "fix": "apply the proposed remap: load --migrate OLD=MIG"}
+    moved = {"code": "class_moved", "summary": "the pickle names a class that cannot be imported",
+             "fix": "load the state dict instead, or load --rename-class roundtrip_moved.m:Net=harness.examples:Net"}
+    digests = {**REMAP_QKV, "found_by": "digests"}
+    rename = {**SD, "weights_only": "false", "rename_class": "roundtrip_moved.m.Net->harness.runtime.casemodel.CaseModel"}
+    user_load = {**STRICT, "load_as": "newpkg.models:make"}
+    out = []
+    for source, target in ((A, B), (B, A)):
+        out.append(line(source, target, "refactor_qkv", "state_dict", "error", STRICT, load_as="variant", remap=REMAP_QKV,
+                        diagnosis=changed, detail="RuntimeError: Error(s) in loading state_dict: Missing key(s)"))
+        out.append(line(source, target, "refactor_qkv", "checkpoint", "error", STRICT, load_as="variant", remap=REMAP_QKV,
+                        diagnosis=changed, detail="RuntimeError: Error(s) in loading state_dict: Missing key(s)"))
+        if (source, target) == (A, B):
+            out.append(line(source, target, "refactor_qkv", "state_dict", "pass", MIGRATE, load_as="variant", remap=digests))
+        else:
+            out.append(line(source, target, "refactor_qkv", "state_dict", "mismatch", MIGRATE, load_as="variant", remap=digests,
+                            detail="attn.k.weight[1, 2]: bits 0x3f800000 -> 0x3f800001",
+                            differences=[{"tensor": "attn.k.weight", "aspect": "bits", "expected": "0x3f800000", "actual": "0x3f800001", "index": [1, 2]}]))
+        out.append(line(source, target, "refactor_moved", "full_model", "error", {**SD, "weights_only": "false"}, load_as="variant",
+                        diagnosis=moved, detail="ModuleNotFoundError: No module named 'roundtrip_moved'"))
+        out.append(line(source, target, "refactor_moved", "full_model", "pass", rename, load_as="variant"))
+        out.append(line(source, target, "user_net", "state_dict", "error", user_load, origin="user", load_as="newpkg.models:make",
+                        remap={**REMAP_USER, "found_by": "names"}, diagnosis=changed, detail="RuntimeError: Missing key(s)"))
+        out.append(line(source, target, "user_net", "state_dict", "pass", {**user_load, "migrate": "newpkg.migrations:migrate"},
+                        origin="user", load_as="newpkg.models:make", remap=REMAP_USER))
+        out.append(line(source, target, "simple_net", "state_dict", "pass"))
+    return out
+
+
+def refactors(folder: Path) -> Path:
+    """Write the `refactors` run into `folder`."""
+    return write_results(folder, refactor_lines())

@@ -95,3 +95,52 @@ def test_usage_errors_are_one_line_in_a_real_process(tmp_path):
     one_line_error(done, "--artifacts", "does not exist")
     done = run_cli("frobnicate")
     one_line_error(done, "invalid choice")
+
+
+# -- load's refactor flags: --load-as, --migrate, --rename-class -----------------
+
+OLD, NEW, MIG = "harness.examples:tagger_v1", "harness.examples:tagger_v2", "harness.examples:migrate_tagger"
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (["--load-as", OLD], ["--load-as", "expected OLD_MODULE:FACTORY=NEW_MODULE:FACTORY"]),
+    (["--load-as", f"{OLD}=not a factory"], ["--load-as", "expected OLD_MODULE:FACTORY=NEW_MODULE:FACTORY"]),
+    (["--load-as", f"{OLD}={NEW}", "--load-as", f"{OLD}={MIG}"], ["--load-as names", OLD, "twice"]),
+    (["--load-as", f"{OLD}={NEW}", "--migrate", f"{OLD}=mig.py"], ["--migrate", "MIGRATION_MODULE:FUNCTION"]),
+    (["--migrate", f"{OLD}={MIG}"], ["--migrate", OLD, f"needs --load-as {OLD}=NEW_MODULE:FACTORY"]),
+    (["--rename-class", "Tagger=pkg.Tagger"], ["--rename-class", "old.module.Class=new.module.Class"]),
+    (["--rename-class", "old.mod.Tagger"], ["--rename-class", "old.module.Class=new.module.Class"]),
+])
+def test_bad_refactor_flags_are_one_line_before_anything_loads(cli, tmp_path, monkeypatch, flags, words):
+    import harness.runtime.runner.load as load
+
+    monkeypatch.setattr(load, "load_phase", lambda *a, **k: pytest.fail("load_phase ran despite bad flags"))
+    done = cli("load", "--artifacts", str(tmp_path / "A"), "--results", str(tmp_path / "R"), *flags)
+    one_line_error(done, *words)
+
+
+def test_refactor_flags_reach_the_load_phase_parsed(cli, tmp_path, monkeypatch):
+    import harness.runtime.runner.load as load
+
+    seen = {}
+
+    def fake_phase(*args, **kwargs):
+        seen.update(kwargs)
+        return load.LoadSummary("here")
+
+    monkeypatch.setattr(load, "load_phase", fake_phase)
+    done = cli("load", "--artifacts", str(tmp_path / "A"), "--results", str(tmp_path / "R"),
+               "--load-as", f"{OLD}={NEW}", "--migrate", f"{OLD}={MIG}", "--load-as", "a.b:c=a.b:d",
+               "--rename-class", "old.mod.Tagger=new.mod.Tagger", "--rename-class", "x.A=y.B")
+    assert done.returncode == 0, done.stderr
+    r = seen["refactors"]
+    assert dict(r.load_as) == {OLD: NEW, "a.b:c": "a.b:d"} and dict(r.migrate) == {OLD: MIG}
+    assert dict(r.rename_class) == {"old.mod.Tagger": "new.mod.Tagger", "x.A": "y.B"}
+    assert r.rename_option() == "old.mod.Tagger->new.mod.Tagger,x.A->y.B"
+
+
+def test_load_help_lists_the_refactor_flags(cli):
+    done = cli("load", "--help")
+    assert done.returncode == 0
+    for flag in ("--load-as OLD_MOD:FN=NEW_MOD:FN", "--migrate OLD_MOD:FN=MIG_MOD:FN", "--rename-class old.mod.Cls=new.mod.Cls"):
+        assert flag in done.stdout, flag

@@ -312,3 +312,126 @@ def test_the_reproduce_command_of_a_numpy_label_names_a_session_that_exists():
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"load({target})" in {s["session"] for s in json.loads(done.stdout)}
+
+
+# -- refactors: load_as, migrate, rename_class ------------------------------------
+
+V1, V2, MIG = "harness.examples:tagger_v1", "harness.examples:tagger_v2", "harness.examples:migrate_tagger"
+
+
+def test_the_refactor_matrix_loads_the_example_into_its_refactor_in_both_directions():
+    m = parse_overrides(Matrix.from_pyproject(REPO_PYPROJECT), ["--matrix", "refactor"])
+    assert m.user_cases == (V1,) and m.load_as == (f"{V1}={V2}",) and m.migrate == (f"{V1}={MIG}",)
+    plan = m.plan(have=lambda v: True)
+    assert [e.torch for e in plan.save] == ["2.4.1", "2.15.0"] == [e.torch for e in plan.load]
+    # the default matrix names no refactor
+    default = Matrix.from_pyproject(REPO_PYPROJECT)
+    assert default.load_as == default.migrate == default.rename_class == ()
+
+
+def test_refactor_overrides_replace_the_configured_pairs():
+    m = parse_overrides(Matrix.from_pyproject(REPO_PYPROJECT), ["--matrix", "refactor"])
+    m2 = parse_overrides(m, ["--user-case", "pkg.m:old", "--user-case", V1, "--load-as", "pkg.m:old=pkg.m:new",
+                             "--load-as", f"{V1}={V2}", "--migrate", "pkg.m:old=pkg.mig:up",
+                             "--rename-class", "pkg.m.Old=pkg.m.New"])
+    assert m2.load_as == ("pkg.m:old=pkg.m:new", f"{V1}={V2}") and m2.migrate == ("pkg.m:old=pkg.mig:up",)
+    assert m2.rename_class == ("pkg.m.Old=pkg.m.New",)
+    # a list not given keeps the configured one
+    assert parse_overrides(m, ["--rename-class", "pkg.m.Old=pkg.m.New"]).migrate == (f"{V1}={MIG}",)
+    said = []
+    parse_overrides(m, ["--migrate", f"{V1}=pkg.mig:up"], warn=said.append)
+    assert not said
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--user-case", V1, "--load-as", V1], f"load_as '{V1}' is not OLD_MODULE:FACTORY=NEW_MODULE:FACTORY"),
+    (["--user-case", V1, "--load-as", f"{V1}=harness/examples.py"], "is not OLD_MODULE:FACTORY=NEW_MODULE:FACTORY"),
+    (["--user-case", V1, "--load-as", f"{V1}={V2}", "--load-as", f"{V1}={MIG}"], f"load_as names {V1} twice"),
+    (["--user-case", V1, "--migrate", f"{V1}={MIG}"], f"migrate {V1}=... needs load_as {V1}=NEW_MODULE:FACTORY too"),
+    (["--load-as", f"{V1}={V2}"], f"load_as {V1}=... names a factory user_cases does not save (user_cases: none)"),
+    (["--rename-class", "Tagger=pkg.Tagger"], "rename_class 'Tagger=pkg.Tagger' is not old.module.Class=new.module.Class"),
+])
+def test_bad_refactor_pairs_are_one_line(args, words):
+    with pytest.raises(InputError) as e:
+        parse_overrides(Matrix(), args)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_refactor_keys_in_pyproject_must_be_lists(tmp_path):
+    p = tmp_path / "pyproject.toml"
+    p.write_text(f'[tool.torch-roundtrip]\nuser_cases = ["{V1}"]\nload_as = "{V1}={V2}"\n')
+    with pytest.raises(InputError, match="load_as must be a list of strings"):
+        Matrix.from_pyproject(p)
+    p.write_text(f'[tool.torch-roundtrip]\n[tool.torch-roundtrip.matrix.r]\nmigrate = ["{V1}={MIG}"]\n')
+    with pytest.raises(InputError, match=f"matrix.r: migrate {V1}=... needs load_as"):
+        Matrix.from_pyproject(p)
+
+
+def _noxfile(argv: list, monkeypatch):
+    """The noxfile as `nox ARGV` reads it, imported here (its sessions are plain functions)."""
+    import importlib.util
+
+    nox = pytest.importorskip("nox", reason="the noxfile needs nox (in the test extra)")
+    monkeypatch.setattr(sys, "argv", ["nox", *argv])
+    nox.registry.reset()  # each import registers its sessions anew
+    spec = importlib.util.spec_from_file_location("noxfile_under_test", REPO / "noxfile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Session:
+    """What a session function calls on nox's Session: installs are dropped, runs recorded."""
+
+    posargs: list = []
+
+    def __init__(self) -> None:
+        self.runs: list = []
+
+    def install(self, *args) -> None:
+        pass
+
+    def create_tmp(self) -> str:
+        return "/nonexistent"
+
+    def chdir(self, path) -> None:
+        pass
+
+    def run(self, *args, **kwargs) -> None:
+        self.runs.append(list(args))
+
+
+def test_nox_sessions_pass_the_refactor_pairs_on(monkeypatch):
+    nox = _noxfile(["-s", "roundtrip", "--", "--matrix", "refactor", "--rename-class", "pkg.m.Old=pkg.m.New"], monkeypatch)
+    save, load = _Session(), _Session()
+    nox.save(save, env="torch-2.4.1-py3.11-cpu")
+    nox.load(load, env="torch-2.15.0-py3.11-cpu")
+    assert save.runs[0][3] == "save" and "--user-case" in save.runs[0]
+    assert save.runs[0][save.runs[0].index("--user-case") + 1] == V1
+    args = load.runs[0]
+    assert args[3] == "load"
+    pairs = [(args[i], args[i + 1]) for i in range(len(args) - 1) if args[i] in ("--load-as", "--migrate", "--rename-class")]
+    assert pairs == [("--load-as", f"{V1}={V2}"), ("--migrate", f"{V1}={MIG}"), ("--rename-class", "pkg.m.Old=pkg.m.New")]
+    # without a refactor, load gets none of the flags
+    plain = _Session()
+    _noxfile(["-s", "roundtrip"], monkeypatch).load(plain, env="torch-2.15.0-py3.11-cpu")
+    assert not {"--load-as", "--migrate", "--rename-class"} & set(plain.runs[0])
+
+
+def test_nox_refuses_a_migration_without_its_load_as_with_one_line_and_exit_2():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOX_")}
+    done = subprocess.run([sys.executable, "-m", "nox", "-l", "--", "--user-case", V1, "--migrate", f"{V1}={MIG}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "matrix error" in lines[0] and "needs load_as" in lines[0], lines
+
+
+def test_a_named_matrix_may_refactor_the_user_cases_of_the_table_it_extends(tmp_path):
+    p = tmp_path / "pyproject.toml"
+    p.write_text(f'[tool.torch-roundtrip]\nuser_cases = ["{V1}"]\n[tool.torch-roundtrip.matrix.r]\nload_as = ["{V1}={V2}"]\n')
+    m = Matrix.from_pyproject(p).select("r")
+    assert m.user_cases == (V1,) and m.load_as == (f"{V1}={V2}",)
+    p.write_text(f'[tool.torch-roundtrip]\nuser_cases = ["pkg.m:other"]\n[tool.torch-roundtrip.matrix.r]\nload_as = ["{V1}={V2}"]\n')
+    with pytest.raises(InputError, match=r"matrix.r: load_as harness.examples:tagger_v1=\.\.\. names a factory user_cases does not save \(user_cases: pkg.m:other\)"):
+        Matrix.from_pyproject(p)

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, read_results
-
-from harness.matrix import find_python, requirements
+from conftest import read_results, torch_venv
 
 pytestmark = pytest.mark.slow
 
@@ -30,31 +27,10 @@ OLD_PYTHON = "3.8"
 OLD_LABEL = f"torch-{OLD_TORCH}-py{OLD_PYTHON}-cpu"
 
 
-def _uv() -> list[str]:
-    exe = shutil.which("uv")
-    if exe:
-        return [exe]
-    try:
-        import uv  # noqa: F401
-    except ImportError:
-        pytest.skip("uv is not installed (pip install uv)")
-    return [sys.executable, "-m", "uv"]
-
-
 @pytest.fixture(scope="module")
 def old_python(tmp_path_factory) -> str:
     """The Python of a fresh venv holding torch 1.4.0 and what the runtime needs."""
-    base = find_python(OLD_PYTHON)
-    if base is None:
-        pytest.skip(f"no Python {OLD_PYTHON} on this machine (pyenv install {OLD_PYTHON})")
-    venv = tmp_path_factory.mktemp("old") / "venv"
-    uv = _uv()
-    subprocess.run([*uv, "venv", "-q", "-p", base, str(venv)], check=True, timeout=120)
-    python = str(venv / "bin" / "python")
-    done = subprocess.run([*uv, "pip", "install", "-q", "-p", python, *requirements(OLD_TORCH), str(REPO)],
-                          capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return python
+    return torch_venv(tmp_path_factory, "old", OLD_PYTHON, OLD_TORCH)
 
 
 def _phase(python: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -8,6 +8,7 @@ runner.
 - `merge` combines folders (the later line of a cell wins, conflicts listed);
 - `model` turns merged lines into cells, re-applying the expectations;
 - `aggregate` counts them (the source x target grid, format view, release grid, baseline diff);
+- `refactors` groups the cells that load into changed model code, per refactor (remap, migration verdict);
 - `jsonout`, `junit`, `markdown`, `html` (with ``templates/``) write the four outputs;
 - `repro` words the commands that re-run one cell; `bench` reads bench figures;
 - `build` runs the whole pipeline (``harness.cli`` wires ``report`` and ``merge``).

@@ -96,6 +96,7 @@ def build_report(
     exp = Expectations.load(Path(expectations) if expectations else None)
     exp_path = str(expectations) if expectations else "cases/expectations.toml (shipped)"
     model = build_model(list(results), exp, expectations_path=exp_path, envs=envs)
+    _ = model.refactors  # checks the cells' remaps now, before any output is written
     diff = None
     if baseline is not None:
         base = read_report(Path(baseline))

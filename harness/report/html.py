@@ -36,6 +36,7 @@ from harness.report.aggregate import (
 )
 from harness.report.bench import Bench
 from harness.report.model import ReportModel, env_sort_key
+from harness.report.refactors import remap_summary
 from harness.runtime.env import parse_label
 from harness.runtime.errors import InputError
 from harness.runtime.fileio import write_text
@@ -90,6 +91,12 @@ def _env_info(label: str) -> dict[str, str]:
         return {"torch": label, "python": "", "device": ""}
 
 
+#: The CSS class of a refactor's verdict (`harness.report.refactors.GroupVerdict.kind`): the format view's colours.
+_REFACTOR_CLASS = {
+    "exact": "v-safe", "mismatch": "v-corrupts", "failed": "v-regression", "none": "v-na",
+}
+
+
 def _verdict_class(v: Verdict) -> str:
     """The CSS class of a verdict (``v-known-issues``); the page's JavaScript spells it the same way."""
     return "v-na" if v is Verdict.NOT_APPLICABLE else "v-" + v.value.replace(" ", "-")
@@ -124,9 +131,9 @@ def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None) -> dict[st
     out_index = {o: i for i, o in enumerate(Outcome)}
     cats = [c.value for c in Category]
     cat_index = {c: i for i, c in enumerate(Category)}
-    diags, errors, notes, forwards, diffs, tags = _Table(), _Table(), _Table(), _Table(), _Table(), _Table()
+    diags, errors, notes, forwards, diffs, tags, refactors = _Table(), _Table(), _Table(), _Table(), _Table(), _Table(), _Table()
     status = baseline.status_of() if baseline is not None else {}
-    cols: dict[str, list[float]] = {k: [] for k in ("src", "tgt", "case", "fmt", "opt", "out", "cat", "exp", "det", "diag", "err", "notes", "fwd", "diff", "sec", "org", "art", "tags", "base")}
+    cols: dict[str, list[float]] = {k: [] for k in ("src", "tgt", "case", "fmt", "opt", "out", "cat", "exp", "det", "diag", "err", "notes", "fwd", "diff", "sec", "org", "art", "tags", "base", "rf")}
     failing_generated = set()
     row: Union[list[int], list[list[int]]]  # one table row: strings' indices (a difference row: one list per difference)
     for key, r in zip(model.keys, model.cells):
@@ -172,6 +179,13 @@ def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None) -> dict[st
         else:
             cols["tags"].append(0)
         cols["base"].append(_BASELINE_CODES.get(status.get((r.target, key)), 0))
+        if r.load_as is not None or r.remap is not None:
+            # A refactor cell: the model its load side built, and the remap it found, in words.
+            remap = r.remap or {}
+            row = [s(r.load_as or ""), s(remap_summary(remap) if r.remap is not None else ""), s(_text(remap.get("found_by", "")))]
+            cols["rf"].append(refactors.add(row, tuple(row)) + 1)
+        else:
+            cols["rf"].append(0)
         if r.origin == "generated" and r.outcome.is_failure:
             failing_generated.add(r.case)
     encoded = {k: _column(v, "f32" if k == "sec" else None) for k, v in cols.items()}
@@ -195,6 +209,7 @@ def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None) -> dict[st
         "forwards": forwards.items,
         "diffs": diffs.items,
         "tags": tags.items,
+        "refactors": refactors.items,
         "expectations": model.expectations,
         "specs": {name: model.cases[name] for name in sorted(failing_generated) if name in model.cases},
         "baseline": baseline is not None,
@@ -258,6 +273,8 @@ def render_html(
         bench=bench,
         show_releases=shows_release_map(model.cells),
         verdict_legend=[(_verdict_class(v), VERDICT_SYMBOL[v], v.value) for v in Verdict],
+        refactors=model.refactors,
+        refactor_class=_REFACTOR_CLASS,
         data_json=_json_for_script(pack(model, baseline)),
     )
 

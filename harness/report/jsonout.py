@@ -52,6 +52,8 @@ def report_dict(model: ReportModel, *, generated: str, exit_status: int, baselin
         "baseline": baseline.to_dict() if baseline is not None else None,
         "conflicts": [c.to_dict() for c in model.conflicts],
         "warnings": model.warnings,
+        # Derived from the cells (read_report rebuilds it): per refactor, the remap and the migration's verdict.
+        "refactors": [g.to_dict() for g in model.refactors],
         "cells": [cell_dict(c) for c in model.cells],
     }
 

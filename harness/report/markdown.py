@@ -1,7 +1,8 @@
 """``summary.md``: the short form, for ``$GITHUB_STEP_SUMMARY`` and pull requests.
 
 The verdict, the env matrix with counts, the release map (when the run
-spans enough torch releases), the top failures with the command that
+spans enough torch releases), one line per refactor (model code changed
+between save and load: the migration's verdict and the remap), the top failures with the command that
 reproduces each, the baseline movement and anything that needs a look
 (conflicts, warnings). Everything else is in index.html.
 
@@ -28,12 +29,13 @@ from harness.report.aggregate import (
     verdict,
 )
 from harness.report.model import ReportModel
+from harness.report.refactors import VARIANT, RefactorGroup
 from harness.report.repro import repro_commands
 from harness.runtime.fileio import write_text
 from harness.runtime.format_names import FORMAT_NAMES
 from harness.runtime.results import CellResult
 
-__all__ = ["release_map_markdown", "summary_markdown", "write_summary"]
+__all__ = ["refactor_lines", "release_map_markdown", "summary_markdown", "write_summary"]
 
 TOP = 10
 _ORDER = ("pass", "expected", "regression", "mismatch", "skip")
@@ -90,6 +92,21 @@ def release_map_markdown(cells: list[CellResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_VERDICT_ICON = {"exact": "✅", "mismatch": "🟥", "failed": "❌", "none": "·"}
+
+
+def refactor_lines(groups: list[RefactorGroup]) -> list[str]:
+    """One list item per refactor: the case, its load-side model, the fix's verdict and the remap."""
+    out = []
+    for g in groups:
+        v = g.verdict()
+        side = "its load-side variant" if g.load_as == VARIANT else f"`{_cell(g.load_as)}`"
+        out.append(
+            f"- {_VERDICT_ICON[v.kind]} {_cell(g.case)} → {side}: {_cell(v.text)}; remap: {_cell(g.remap_line(), 300)}"
+        )
+    return out
+
+
 def summary_markdown(model: ReportModel, *, baseline: Optional[BaselineDiff] = None, report_name: str = "index.html") -> str:
     """The whole summary."""
     t = totals(model.cells)
@@ -115,6 +132,9 @@ def summary_markdown(model: ReportModel, *, baseline: Optional[BaselineDiff] = N
     if shows_release_map(model.cells):
         lines += ["", "### Release map (which format written by which torch release loads in which)", ""]
         lines.append(release_map_markdown(model.cells).rstrip("\n"))
+    if model.refactors:
+        lines += ["", f"### Refactors ({len(model.refactors)}: checkpoints loaded into changed model code)", ""]
+        lines += refactor_lines(model.refactors)
     failing = top_failures(model.cells, model.keys, TOP)
     if failing:
         lines += ["", f"### Top failures ({len(failing)} of {t.failing})", ""]

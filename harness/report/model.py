@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from harness.report.merge import Conflict, Merged, merge_dirs, require_lines
+from harness.report.refactors import RefactorGroup, refactor_groups
 from harness.report.resultsdir import ResultsDir
 from harness.runtime.env import parse_label
 from harness.runtime.errors import InputError
@@ -73,6 +74,11 @@ class ReportModel:
         seen = {c.format for c in self.cells}
         known = [f for f in FORMATS if f in seen]
         return known + sorted(seen - set(known))
+
+    @cached_property
+    def refactors(self) -> list[RefactorGroup]:
+        """The cells that load into changed model code, grouped per refactor (`harness.report.refactors`)."""
+        return refactor_groups(self.cells, self.keys, pair_key=env_sort_key)
 
 
 def _iso(ts: float) -> str:

@@ -30,12 +30,12 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
 
-from harness.runtime.casemodel import CaseModel
+from harness.runtime.casemodel import CaseModel, moved_class
 from harness.runtime.dtypes import (
     BIT_BUILT_DTYPES,
     FLOAT_DTYPES,
@@ -365,23 +365,48 @@ def _relayout(model: nn.Module, spec: Spec, *, on_meta: bool) -> None:
             owner._buffers[attr] = new
 
 
-def _parametrize(model: nn.Module, spec: Spec) -> None:
-    if not spec.data.get("parametrize"):
-        return
+def _parametrization(kind: str) -> Callable[..., Any]:
+    """The function that applies parametrize kind `kind`; Unsupported where this torch lacks it."""
+    if kind == "weight_norm_legacy":
+        fn = getattr(torch.nn.utils, "weight_norm", None)
+        if fn is None:
+            raise Unsupported("torch.nn.utils.weight_norm (the legacy weight_g/weight_v hook) does not exist in this torch")
+        return _legacy_weight_norm
     try:
         from torch.nn.utils import parametrizations
     except ImportError:
         raise Unsupported("this torch has no torch.nn.utils.parametrizations") from None
+    fn = getattr(parametrizations, kind, None)
+    if fn is None:
+        msg = f"torch.nn.utils.parametrizations.{kind} does not exist in this torch"
+        raise Unsupported(msg)
+    return fn
 
+
+def _legacy_weight_norm(owner: nn.Module, name: str) -> None:
+    """``torch.nn.utils.weight_norm``: parameters ``<name>_g``/``<name>_v`` and a pre-forward hook.
+
+    Newer torch deprecates it in favour of the parametrization; the spec asks
+    for the legacy form on purpose (checkpoints still hold it), so only that
+    warning is silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*weight_norm is deprecated.*")
+        torch.nn.utils.weight_norm(owner, name=name)
+    # The hook stores the weight it computes as a plain attribute, a non-leaf
+    # tensor of the autograd graph, which copy.deepcopy refuses (a checkpoint
+    # save copies the model). Detached it is a leaf with the same values, and
+    # every forward recomputes it from weight_g/weight_v anyway.
+    setattr(owner, name, getattr(owner, name).detach())
+
+
+def _parametrize(model: nn.Module, spec: Spec) -> None:
     for i, par in enumerate(spec.data.get("parametrize", [])):
         owner = _submodule(model, par.get("at") or "")
         name = par.get("param", "weight")
         if name not in owner._parameters:
             raise SpecError(f"parametrize[{i}].param", f"{type(owner).__name__} has no parameter {name!r}")
-        fn = getattr(parametrizations, par["kind"], None)
-        if fn is None:
-            msg = f"torch.nn.utils.parametrizations.{par['kind']} does not exist in this torch"
-            raise Unsupported(msg)
+        fn = _parametrization(par["kind"])
         try:
             fn(owner, name=name)
         except (RuntimeError, NotImplementedError) as e:  # e.g. orthogonal's right_inverse on the meta device
@@ -418,7 +443,7 @@ def _unique_params(model: nn.Module) -> list[nn.Parameter]:
     return out
 
 
-def _loss(outputs: tuple[torch.Tensor, ...], train: dict[str, Any], batch: int) -> torch.Tensor:
+def _loss(outputs: tuple[torch.Tensor, ...], train: dict[str, Any]) -> torch.Tensor:
     if train.get("loss") == "cross_entropy":
         logits = outputs[0]
         target = torch.full((logits.shape[0],), int(train.get("target", 0)), dtype=torch.long, device=logits.device)
@@ -449,7 +474,7 @@ def _train(built: Built) -> None:
     try:
         for _ in range(int(train.get("steps", 1))):
             built.optimizer.zero_grad()
-            loss = _loss(built.model(*built.inputs), train, built.spec.data["batch"])
+            loss = _loss(built.model(*built.inputs), train)
             loss.backward()
             built.optimizer.step()
             built.scheduler.step()
@@ -475,7 +500,7 @@ def train_step(
     model.train()
     try:
         optimizer.zero_grad()
-        _loss(model(*inputs), train, spec.data["batch"]).backward()
+        _loss(model(*inputs), train).backward()
         optimizer.step()
         scheduler.step()
     finally:
@@ -556,8 +581,18 @@ def _skip_init() -> Iterator[None]:
             setattr(init, n, fn)
 
 
+def _meta_device() -> Any:
+    """``torch.device("meta")`` as the default device of what is built inside it; Unsupported where torch lacks that."""
+    # torch < 2.0: torch.device is no context manager (and knows no meta device)
+    if not hasattr(torch.device, "__enter__"):
+        raise Unsupported("this torch cannot build a model on the meta device (torch.device is not a context manager)")
+    return torch.device("meta")
+
+
 def _assemble(spec: Spec, mode: str) -> CaseModel:
-    model = CaseModel(_plan(spec.data["model"]))
+    # A class_path builds the same CaseModel under another class path (a class that moved).
+    cls = moved_class(spec.class_path) if spec.class_path else CaseModel
+    model = cls(_plan(spec.data["model"]))
     # The root container's children live on the CaseModel itself, so state
     # dict keys read like a hand-written model's ("fc1.weight").
     for name, child in _construct(spec.data["model"], "model").named_children():
@@ -603,7 +638,7 @@ def from_factory(spec: Spec) -> tuple[nn.Module, Optional[tuple[torch.Tensor, ..
 
 def _build_user_case(spec: Spec, mode: str, device: str) -> Built:
     if mode == "meta":
-        with torch.device("meta"):
+        with _meta_device():
             model, inputs = from_factory(spec)
     elif mode == "empty":
         with _skip_init():
@@ -636,7 +671,7 @@ def build(spec: Spec, mode: str = "init", device: str = "cpu") -> Built:
         warnings.simplefilter("ignore")
         torch.manual_seed(spec.seed)
         if mode == "meta":
-            with torch.device("meta"):
+            with _meta_device():
                 model = _assemble(spec, mode)
         elif mode == "empty":
             with _skip_init():

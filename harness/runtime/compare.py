@@ -16,7 +16,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Union
 
 from harness.runtime.digest import contiguous_cpu, digest_tensor, raw_bytes
 from harness.runtime.dtypes import FLOAT8_DTYPES, dtype_name, float8_value
@@ -25,7 +25,7 @@ from harness.runtime.manifest import Reference, Snapshot, TensorRecord, View, al
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Comparison", "Difference", "compare", "first_difference", "hex_value", "unravel_index"]
+__all__ = ["ByteSource", "Comparison", "Difference", "compare", "first_difference", "hex_value", "read_reference", "unravel_index"]
 
 _MAX_LISTED = 8
 
@@ -123,12 +123,25 @@ def first_difference(expected: bytes, actual: memoryview, itemsize: int) -> Opti
     return None
 
 
-def _bits_difference(rec: TensorRecord, t: torch.Tensor, reference: Optional[Path]) -> Difference:
+class ByteSource(Protocol):
+    """Where saved bytes come from besides the reference file (`harness.runtime.refactor.ExpectedBytes`)."""
+
+    def read_ref(self, ref: list[int]) -> bytes: ...
+
+
+def read_reference(reference: Union[Path, ByteSource], ref: list[int]) -> bytes:
+    """A record's saved bytes: from the case's reference file, or from a source with ``read_ref`` (a remapped view's)."""
+    if isinstance(reference, Path):
+        return Reference.read(reference, ref)
+    return reference.read_ref(ref)
+
+
+def _bits_difference(rec: TensorRecord, t: torch.Tensor, reference: Optional[Union[Path, ByteSource]]) -> Difference:
     if rec.layout != "strided" or reference is None or rec.ref is None:
         return Difference(rec.name, "bits", f"digest {rec.digest}", f"digest {digest_tensor(t)}")
     c = contiguous_cpu(t)
     itemsize = c.element_size()
-    expected = Reference.read(reference, rec.ref)
+    expected = read_reference(reference, rec.ref)
     actual = raw_bytes(c)
     i = first_difference(expected, actual, itemsize)
     if i is None:  # digest differed but bytes agree: cannot happen short of a broken digest
@@ -141,7 +154,7 @@ def _bits_difference(rec: TensorRecord, t: torch.Tensor, reference: Optional[Pat
     )
 
 
-def _tensor_differences(rec: TensorRecord, t: torch.Tensor, role: str, reference: Optional[Path], notes: list[str]) -> list[Difference]:
+def _tensor_differences(rec: TensorRecord, t: torch.Tensor, role: str, reference: Optional[Union[Path, ByteSource]], notes: list[str]) -> list[Difference]:
     diffs = []
     layout = str(t.layout).replace("torch.", "")
     if t.device.type == "meta":
@@ -188,7 +201,7 @@ def _names(names: list[str]) -> str:
     return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
 
 
-def compare(view: View, snap: Snapshot, reference: Optional[Path] = None, ignore: Sequence[str] = ()) -> Comparison:
+def compare(view: View, snap: Snapshot, reference: Optional[Union[Path, ByteSource]] = None, ignore: Sequence[str] = ()) -> Comparison:
     """Every difference between `view` (saved) and `snap` (loaded), except tensors in `ignore`."""
     result = Comparison(notes=list(snap.notes))
     saved, loaded = set(view.tensors) - set(ignore), set(snap.tensors) - set(ignore)

@@ -313,13 +313,26 @@ def _newer_python(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optio
     )
 
 
+_WHICH_CLASS = re.compile(r"Can't get attribute '([\w.]+)' on <module '([\w.]+)'|No module named '([\w.]+)'")
+
+
 def _missing_class(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
     if etype not in ("AttributeError", "ModuleNotFoundError") or ("Can't get attribute" not in msg and "No module named" not in msg):
         return None
+    m = _WHICH_CLASS.search(msg)
+    what = "a class or module"
+    if m and m.group(1):
+        what = f"the class {m.group(2)}.{m.group(1)}"
+    elif m:
+        what = f"the module {m.group(3)}"
+    old = f"{m.group(2)}.{m.group(1)}" if m and m.group(1) else "old.module.Class"
     return Diagnosis(
         "class_not_importable",
-        "the pickled model refers to a class or module this env cannot import",
-        "make the model's module importable under the same name here, or ship a state_dict and build the model in code",
+        f"the pickled model refers to {what}, which this env cannot import (moved, renamed or not installed)",
+        "load a state_dict instead and build the model in code; or, where the class moved, map its old import path to "
+        f"the new one while unpickling: torch.load(f, weights_only=False, pickle_module=P) with a P.Unpickler whose "
+        f"find_class maps {old} to the new class (torch-roundtrip load --rename-class {old}=new.module.Class checks it); "
+        "or make the old module importable here",
     )
 
 
@@ -510,6 +523,30 @@ def _torch_class_missing(etype: str, msg: str, fmt: str, load: dict[str, Any]) -
         f"the pickled model uses {name}, which this torch does not have: torch's own classes change between releases "
         "(a pickled nn.Module only loads where every class it names exists)",
         "ship a state_dict and build the model in code; or load the whole model with the torch that pickled it or a newer one",
+    )
+
+
+_ANY_KEY = re.compile(r'"([^"]+)"')
+_STATE_DICT_PART = re.compile(r"(Missing key\(s\)|Unexpected key\(s\)) in state_dict: (.*)|size mismatch for ([\w.]+): (.*)")
+
+
+def _model_code_changed(etype: str, msg: str, fmt: str, load: dict[str, Any]) -> Optional[Diagnosis]:
+    if "Error(s) in loading state_dict" not in msg:
+        return None
+    parts = {"Missing key(s)": 0, "Unexpected key(s)": 0, "size mismatch": 0}
+    for m in _STATE_DICT_PART.finditer(msg):
+        if m.group(1):
+            parts[m.group(1)] += len(_ANY_KEY.findall(m.group(2))) or 1
+        else:
+            parts["size mismatch"] += 1
+    if not any(parts.values()):
+        return None
+    said = [f"{n} {what.replace('(s)', 's' if n > 1 else '').lower()}" for what, n in parts.items() if n]
+    return Diagnosis(
+        "model_code_changed",
+        f"the checkpoint does not fit the model's code ({', '.join(said)}): the model code changed between the save and the load",
+        "map the checkpoint's keys onto the new model before load_state_dict (a migration: rename, split or join, "
+        "drop what the model no longer saves, initialise what it added), or load it into the code that saved it",
     )
 
 
@@ -722,7 +759,7 @@ _RULES: tuple[Callable[[str, str, str, dict[str, Any]], Optional[Diagnosis]], ..
     _code_global, _pickle_protocol, _weights_only_opcode, _storage_size, _newer_python, _weights_only, _safetensors_corrupt,
     _key_prefix, _meta_parametrization, _mmap_legacy, _file_from_newer_torch, _torch_class_missing, _numpy_too_old, _missing_class,
     _sparse_from_newer_torch, _sparse_indices_corrupt, _torchscript_from_newer_torch,
-    _export_archive_too_new, _export_schema, _user_case, _corrupt_archive,
+    _export_archive_too_new, _export_schema, _model_code_changed, _user_case, _corrupt_archive,
 )
 
 

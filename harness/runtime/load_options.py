@@ -95,6 +95,18 @@ class LoadOptions:
     #: the loader called on the file when it is not the format's own (a
     #: wrong-loader cell): one of LOADERS; None is the format's own loader
     loader: Optional[str] = None
+    #: the factory ``MODULE:FUNCTION`` that builds the load-side model in place
+    #: of the case's own (``load --load-as OLD=NEW``): model code that changed
+    #: between the save and the load. None: the case's own model (a curated
+    #: refactor case carries its load-side variant in its spec, `Spec.load_side`)
+    load_as: Optional[str] = None
+    #: the migration run on what the loader returned before it goes into the
+    #: load-side model: "remap" (the remap the harness proposes, applied: the
+    #: fix for a refactor) or a user's ``MODULE:FUNCTION`` (``load --migrate``)
+    migrate: Optional[str] = None
+    #: class paths the unpickler maps, ``old.mod.Cls->new.mod.Cls`` (several
+    #: joined by ","): ``load --rename-class``, or a curated case's moved class
+    rename_class: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

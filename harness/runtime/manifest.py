@@ -40,6 +40,7 @@ __all__ = [
     "flatten",
     "module_snapshot",
     "record_view",
+    "tensor_record",
 ]
 
 MANIFEST_SCHEMA = 1

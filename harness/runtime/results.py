@@ -68,6 +68,8 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "origin": (str,),
     "tags": (list,),
     "harness": (str,),
+    "load_as": (str, type(None)),
+    "remap": (dict, type(None)),
 }
 
 
@@ -154,6 +156,11 @@ class CellResult:
     origin: str = "curated"
     tags: list[str] = field(default_factory=list)
     harness: str = ""
+    #: the model the load side built when it is not the saver's (a refactor):
+    #: "variant" (a curated case's `Spec.load_side`) or the ``--load-as`` factory
+    load_as: Optional[str] = None
+    #: how the saved tensors map onto the load-side model (`harness.runtime.refactor.Remap.to_dict`)
+    remap: Optional[dict[str, Any]] = None
     schema: int = RESULT_SCHEMA
 
     @property

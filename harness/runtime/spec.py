@@ -19,7 +19,12 @@ Top-level fields::
     ties               [{"from": "emb.weight", "to": "head.weight"}]
     plant              [{"at": "fc.weight"}]  special values (NaN payloads, ...)
     layout             [{"at": "conv.weight", "kind": channels_last|transposed|offset}]
-    parametrize        [{"at": "fc", "param": "weight", "kind": weight_norm|orthogonal}]
+    parametrize        [{"at": "fc", "param": "weight", "kind":
+                        weight_norm|orthogonal|weight_norm_legacy}]; the first two
+                       are torch.nn.utils.parametrizations (state-dict keys
+                       ``fc.parametrizations.weight.original0``/``original1``),
+                       weight_norm_legacy is ``torch.nn.utils.weight_norm``
+                       (keys ``fc.weight_g``/``fc.weight_v``)
     train              {"optimizer": adam|adamw|sgd, "lr", "steps", "loss":
                         cross_entropy|square_mean, "target"}
     state_dict_prefix  null, "_orig_mod." (torch.compile) or "module." (DataParallel)
@@ -32,6 +37,20 @@ Top-level fields::
     tags               free-form strings that expectations can match
     origin             curated | generated | user
     description        one sentence for the report
+    class_path         "roundtrip_moved.MODULE:NAME": the class the built model is
+                       pickled under, a `CaseModel` subclass in a synthetic module
+                       that exists only in a process that built it
+                       (`casemodel.moved_class`), so a whole-model pickle of it
+                       cannot be imported elsewhere: a class that moved. Default
+                       (absent): ``harness.runtime.casemodel:CaseModel``
+    load_as            a refactor: the model code changed between the save and
+                       the load. An object of top-level fields (model, tensors,
+                       ties, plant, layout, parametrize, class_path, description)
+                       that replace the save side's on the load side; a field
+                       set to null or [] is removed there. The result (the
+                       *variant*, `Spec.load_side`) is a spec of its own and
+                       must differ from the save side. Not for user cases
+                       (they refactor with ``load --load-as``)
 
 A node is a leaf ``{"kind": "linear", "in_features": 10, ..., "dtype": "float32"}``
 (see `layers.KINDS`) or a container: ``sequential`` (children run as a chain;
@@ -59,6 +78,9 @@ from harness.runtime.layers import KINDS, REQUIRED, Sig
 __all__ = [
     "CONTAINERS",
     "CORPUS_SCHEMA",
+    "LOAD_AS_FIELDS",
+    "MOVED_PREFIX",
+    "PARAMETRIZE_KINDS",
     "SCHEMA",
     "Leaf",
     "Spec",
@@ -81,8 +103,16 @@ PREFIXES = ("_orig_mod.", "module.")
 _TOP = {
     "schema", "name", "seed", "model", "batch", "tensors", "ties", "plant", "layout",
     "parametrize", "train", "state_dict_prefix", "tags", "origin", "description", "factory", "checkpoint_extras",
-    "device_index",
+    "device_index", "class_path", "load_as",
 }
+#: The top-level fields a ``load_as`` may replace: the architecture, not the case's identity or training.
+LOAD_AS_FIELDS = ("model", "tensors", "ties", "plant", "layout", "parametrize", "class_path", "description")
+#: The package every ``class_path`` lives under. `casemodel` makes the classes
+#: and imports it from here: specs are validated where torch is not imported.
+MOVED_PREFIX = "roundtrip_moved."
+_CLASS_PATH = re.compile(r"^roundtrip_moved(\.[A-Za-z_][A-Za-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*$")
+#: Parametrization kinds: torch.nn.utils.parametrizations' and the legacy weight_norm hook.
+PARAMETRIZE_KINDS = ("weight_norm", "orthogonal", "weight_norm_legacy")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 #: What a user case (a factory instead of a model tree) may also carry.
 _FACTORY_FIELDS = {"schema", "name", "seed", "factory", "train", "state_dict_prefix", "tags", "origin", "description", "checkpoint_extras", "device_index"}
@@ -95,6 +125,59 @@ def _check_device_index(data: dict[str, Any]) -> None:
     _check_type("device_index", index, int)
     if not 0 <= index <= _MAX_DEVICE_INDEX:
         raise SpecError("device_index", f"must be between 0 and {_MAX_DEVICE_INDEX}")
+
+
+def _check_class_path(data: dict[str, Any]) -> None:
+    if "class_path" not in data:
+        return
+    path = data["class_path"]
+    _check_type("class_path", path, str)
+    if not _CLASS_PATH.match(path):
+        msg = (f"{path!r} is not {MOVED_PREFIX}MODULE:NAME (e.g. 'roundtrip_moved.v1.models:Classifier'); "
+               "leave class_path out for the default harness.runtime.casemodel:CaseModel")
+        raise SpecError("class_path", msg)
+
+
+def _variant_data(data: dict[str, Any]) -> dict[str, Any]:
+    """The load side's data: `data` with the fields ``load_as`` names replaced (null or [] removes one)."""
+    out = {k: copy.deepcopy(v) for k, v in data.items() if k != "load_as"}
+    for key, value in data["load_as"].items():
+        if value is None or value == []:
+            out.pop(key, None)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _architecture(data: dict[str, Any]) -> dict[str, Any]:
+    """What a side builds: its data less the description, with empty fields dropped (absent and [] build alike)."""
+    return {k: v for k, v in data.items() if k not in ("load_as", "description") and v is not None and v != []}
+
+
+def _check_load_as(data: dict[str, Any]) -> Spec:
+    """Validate ``load_as`` and return the load side; errors name ``load_as.<field>``."""
+    load_as = data["load_as"]
+    _check_type("load_as", load_as, dict)
+    if not load_as:
+        raise SpecError("load_as", f"empty: name the fields the load side replaces ({', '.join(LOAD_AS_FIELDS)})")
+    for key in load_as:
+        if key not in LOAD_AS_FIELDS:
+            raise SpecError(f"load_as.{key}", f"not a field the load side may replace (those are: {', '.join(LOAD_AS_FIELDS)})")
+    variant = _variant_data(data)
+    try:
+        side = Spec.from_dict(variant)
+    except SpecError as e:
+        message = str(e).split(": ", 1)[1] if ": " in str(e) else str(e)
+        top = re.split(r"[.\[]", e.field, maxsplit=1)[0]
+        if top in load_as:
+            raise SpecError(f"load_as.{e.field}", message) from None
+        # A field the load side keeps from the save side no longer fits its model.
+        raise SpecError("load_as", f"the load side keeps the save side's {e.field}, which does not fit it: {message} "
+                        f"(replace {top} in load_as too)") from None
+    if _architecture(variant) == _architecture(data):
+        msg = f"changes nothing the load side builds: a refactor replaces at least one of {', '.join(f for f in LOAD_AS_FIELDS if f != 'description')}"
+        raise SpecError("load_as", msg)
+    return side
 
 
 @dataclass(frozen=True)
@@ -331,8 +414,8 @@ def _validate_extras(data: dict[str, Any], modules: dict[str, str]) -> None:
     for i, par in enumerate(_expect_list(data, "parametrize")):
         known_keys(par, f"parametrize[{i}]", {"at", "param", "kind"})
         module_at(f"parametrize[{i}].at", par.get("at", ""))
-        if par.get("kind") not in ("weight_norm", "orthogonal"):
-            raise SpecError(f"parametrize[{i}].kind", "must be 'weight_norm' or 'orthogonal'")
+        if par.get("kind") not in PARAMETRIZE_KINDS:
+            raise SpecError(f"parametrize[{i}].kind", f"must be one of {', '.join(map(repr, PARAMETRIZE_KINDS))}")
     train = data.get("train")
     if train is not None:
         _check_type("train", train, dict)
@@ -363,10 +446,31 @@ class Spec:
     """A validated spec. `data` is the canonical JSON object."""
 
     data: dict[str, Any] = field(repr=False)
+    #: `load_side`'s cache: the variant, validated once
+    _variant: Optional[Spec] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return self.data["name"]
+
+    @property
+    def class_path(self) -> Optional[str]:
+        """``roundtrip_moved.MODULE:NAME`` the model is built (and pickled) as; None: `CaseModel`."""
+        return self.data.get("class_path")
+
+    @property
+    def refactored(self) -> bool:
+        """Whether the load side builds other model code (``load_as``): a refactor case."""
+        return "load_as" in self.data
+
+    def load_side(self) -> Spec:
+        """The spec the load side builds: the ``load_as`` variant, or this very spec when there is none."""
+        if not self.refactored:
+            return self
+        if self._variant is None:
+            object.__setattr__(self, "_variant", _check_load_as(self.data))
+        assert self._variant is not None
+        return self._variant
 
     @property
     def seed(self) -> int:
@@ -432,13 +536,20 @@ class Spec:
         tags = data.get("tags", [])
         _check_type("tags", tags, list)
         _check_device_index(data)
-        return cls(data)
+        _check_class_path(data)
+        spec = cls(data)
+        if "load_as" in data:
+            object.__setattr__(spec, "_variant", _check_load_as(data))
+        return spec
 
     @classmethod
     def _user_case(cls, data: dict[str, Any]) -> Spec:
         ref = data["factory"]
         if not isinstance(ref, str) or not _FACTORY.match(ref):
             raise SpecError("factory", f"{ref!r} is not MODULE:FUNCTION, e.g. 'mypkg.models:make_model'")
+        if "load_as" in data:
+            msg = "a user case builds its model with its factory: refactor it with `load --load-as OLD_MOD:FN=NEW_MOD:FN`"
+            raise SpecError("load_as", msg)
         extra = set(data) - _FACTORY_FIELDS
         if extra:
             raise SpecError(sorted(extra)[0], "a user case builds its model with its factory: it takes no architecture fields")

@@ -40,7 +40,10 @@ One concept per module; each builds on the ones before it:
 - `extras`: extra tensors, ties, layouts and training, drawn among those tensors;
 - `compose`: a whole spec, tree then extras in a fixed order (`specs`);
 - `corpus`: seeded corpora (`generate_specs`) and the Hypothesis-internals
-  workaround that keeps them independent of harness's own source.
+  workaround that keeps them independent of harness's own source;
+- `refactors`: a spec plus a refactor of it (its ``load_as``) and the truth
+  about what moved, for the property tests of the remap and of migrations
+  (never in the generated corpus).
 
 What this module exports is the API; the submodules' other public names are
 for each other.
@@ -55,7 +58,10 @@ from harness.strategies.compose import specs
 from harness.strategies.corpus import generate_specs
 from harness.strategies.grammar import LAYER_DTYPES, LEAF_KINDS
 from harness.strategies.leaves import layers
+from harness.strategies.refactors import Refactor, refactors
 from harness.strategies.tensors import layer_tensors
 from harness.strategies.trees import models
 
-__all__ = ["LAYER_DTYPES", "LEAF_KINDS", "generate_specs", "layer_tensors", "layers", "models", "specs"]
+__all__ = [
+    "LAYER_DTYPES", "LEAF_KINDS", "Refactor", "generate_specs", "layer_tensors", "layers", "models", "refactors", "specs",
+]

@@ -29,6 +29,7 @@ __all__ = [
     "Loaded",
     "Saved",
     "file_snapshot",
+    "load_migrated",
     "meta_leftovers",
     "prefixed_state_dict",
 ]
@@ -51,6 +52,9 @@ class Loaded:
     module: Optional[torch.nn.Module] = None  # what to call for the forward check
     forward_skip: Optional[str] = None
     ignore: Sequence[str] = ()  # names of the view the load does not restore, by design
+    #: keys a migrated state left out of, or added to, what the model takes:
+    #: (name, "missing" | "unexpected"); a migration must fit the model exactly
+    key_problems: Sequence[tuple[str, str]] = ()
 
 
 class LoadContext:
@@ -79,11 +83,19 @@ class LoadContext:
         """The exact inputs the source env ran the model on, on this context's device."""
         raise NotImplementedError
 
+    def migrated(self, obj: Any, how: str) -> Any:  # pragma: no cover - interface
+        """`obj` (what the loader returned) after the migration `how` (`LoadOptions.migrate`) names."""
+        raise NotImplementedError
+
 
 class Format:
     """One way to save and load a model."""
 
     name: ClassVar[str] = ""
+    #: whether a migration (`LoadOptions.migrate`) can run between its loader and the model
+    migrates: ClassVar[bool] = False
+    #: whether its file pickles the model's class, so ``rename_class`` applies
+    renames_classes: ClassVar[bool] = False
     #: whether a cuda-emulated save can tag this format's storages
     emulatable: ClassVar[bool] = True
     summary: ClassVar[str] = ""
@@ -143,6 +155,24 @@ def file_snapshot(obj: Any, model: torch.nn.Module, prefix: Optional[str] = None
     for name, (t, role) in list(snap.tensors.items()):
         snap.tensors[name] = (t, roles.get(name, role))
     return snap
+
+
+def load_migrated(model: torch.nn.Module, state: Any) -> list[tuple[str, str]]:
+    """Load a migrated state into `model` leniently, returning what did not fit.
+
+    A key the migration left out keeps the poisoned value of the fresh
+    model, so the comparison names the tensor and its first differing
+    element; a key the model does not take is reported beside it.
+    """
+    from harness.runtime.storage import storage_span
+
+    own = model.state_dict()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # A tied key may be absent (safetensors keeps one name per storage):
+    # missing is fine when its storage partner was loaded.
+    loaded = {storage_span(own[k]) for k in state if k in own and not own[k].is_sparse}
+    missing = [k for k in missing if own[k].is_sparse or storage_span(own[k]) not in loaded]
+    return [(k, "missing") for k in missing] + [(k, "unexpected") for k in unexpected]
 
 
 def meta_leftovers(snapshot: Snapshot) -> list[str]:

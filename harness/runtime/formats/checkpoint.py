@@ -159,10 +159,19 @@ class Checkpoint(Format):
 
     def _step_from(self, built: Built, ckpt: dict[str, Any]) -> Snapshot:
         """The step a resumed run takes, taken here on copies: the saved model and optimizer stay as saved."""
+        import torch
+
         from harness.runtime.builder import make_training, torch_state, train_step
 
         assert built.inputs is not None
-        model = copy.deepcopy(built.model)
+        # Legacy weight_norm keeps its computed weight as a plain attribute, and
+        # a forward with grad (a trace) leaves it a non-leaf tensor, which
+        # deepcopy refuses: copy it detached (the next forward recomputes it).
+        memo: dict[int, Any] = {
+            id(t): t.detach() for m in built.model.modules() for t in vars(m).values()
+            if isinstance(t, torch.Tensor) and not t.is_leaf
+        }
+        model = copy.deepcopy(built.model, memo)
         optimizer, scheduler = make_training(model, built.spec)
         # load_state_dict may keep the very tensors it is given: hand it copies.
         optimizer.load_state_dict(copy.deepcopy(ckpt["optimizer"]))

@@ -17,6 +17,7 @@ from harness.runtime.formats.base import Format, LoadContext, Loaded, Saved
 from harness.runtime.formats.torchscript import jit_load
 from harness.runtime.load_options import LoadOptions, torch_load_kwargs, torch_load_sweep
 from harness.runtime.manifest import module_snapshot
+from harness.runtime.refactor import parse_renames, renaming_pickle
 
 if TYPE_CHECKING:
     from harness.runtime.builder import Built
@@ -24,8 +25,21 @@ if TYPE_CHECKING:
 __all__ = ["FullModel"]
 
 
+def _resolve_class(module: str, name: str) -> type:
+    """A class a renamed path points to; the harness's moved classes are made, not imported (`casemodel.moved_class`)."""
+    import importlib
+
+    from harness.runtime.casemodel import MOVED_PREFIX, moved_class
+
+    if module.startswith(MOVED_PREFIX):
+        return moved_class(f"{module}:{name}")
+    cls: type = getattr(importlib.import_module(module), name)
+    return cls
+
+
 class FullModel(Format):
     name = "full_model"
+    renames_classes = True
     summary = "torch.save(model): the pickled nn.Module"
     filename = "model.full.pt"
 
@@ -53,7 +67,10 @@ class FullModel(Format):
         if options.loader not in (None, "torch.load"):
             msg = f"loader={options.loader!r}: the full_model format loads with torch.load or torch.jit.load"
             raise InputError(msg)
-        model = torch.load(str(path), **torch_load_kwargs(options))
+        kwargs = torch_load_kwargs(options)
+        if options.rename_class:
+            kwargs["pickle_module"] = renaming_pickle(parse_renames(options.rename_class), resolve=_resolve_class)
+        model = torch.load(str(path), **kwargs)
         if not isinstance(model, torch.nn.Module):
             msg = f"torch.load returned a {type(model).__name__}, not an nn.Module"
             raise TypeError(msg)

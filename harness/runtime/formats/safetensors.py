@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Optional
 
 from harness.runtime.dtypes import dtype_name
 from harness.runtime.errors import InputError, Unsupported
-from harness.runtime.formats.base import Format, LoadContext, Loaded, Saved
+from harness.runtime.formats.base import Format, LoadContext, Loaded, Saved, load_migrated
 from harness.runtime.load_options import LoadOptions, torch_load_kwargs
 from harness.runtime.manifest import module_snapshot
 from harness.runtime.storage import storage_span
@@ -93,6 +93,7 @@ class Safetensors(Format):
     name = "safetensors"
     summary = "safetensors.torch.save_model / load_model"
     filename = "model.safetensors"
+    migrates = True
     emulatable = False  # the file format has no device tags to emulate
 
     def unavailable(self) -> Optional[str]:
@@ -121,6 +122,11 @@ class Safetensors(Format):
             msg = f"loader={options.loader!r}: the safetensors format loads with safetensors.torch or torch.load"
             raise InputError(msg)
         st = _st()
+        if options.migrate:
+            model = ctx.fresh()
+            state = st.load_file(str(directory / self.filename), device=options.device or "cpu")
+            problems = load_migrated(model, ctx.migrated(state, options.migrate))
+            return Loaded("module", module_snapshot(model), module=model, key_problems=problems)
         model = ctx.fresh()
         kw = {}
         if options.device and "device" in inspect.signature(st.load_model).parameters:

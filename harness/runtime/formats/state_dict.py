@@ -13,6 +13,7 @@ from harness.runtime.formats.base import (
     Loaded,
     Saved,
     file_snapshot,
+    load_migrated,
     meta_leftovers,
     prefixed_state_dict,
 )
@@ -35,6 +36,7 @@ __all__ = ["StateDict"]
 
 class StateDict(Format):
     name = "state_dict"
+    migrates = True
     summary = "torch.save(model.state_dict()), zip serialization"
     filename = "model.pt"
     zip_serialization = True
@@ -67,6 +69,10 @@ class StateDict(Format):
         kwargs = torch_load_kwargs(options)
         with opened(directory / self.filename, options.source) as f:
             state = torch.load(f, **kwargs)
+        if options.migrate:
+            model = ctx.fresh()
+            problems = load_migrated(model, ctx.migrated(state, options.migrate))
+            return Loaded("module", module_snapshot(model), module=model, key_problems=problems)
         if options.apply == "strict":
             model = ctx.fresh()
             model.load_state_dict(state, strict=True)

@@ -16,8 +16,10 @@ from harness.runtime.expect import Expectations
 from harness.runtime.formats import FORMATS, Format
 from harness.runtime.load_options import LoadOptions
 from harness.runtime.manifest import Manifest
+from harness.runtime.refactor import UserRefactors
 from harness.runtime.results import CellResult, Outcome
 from harness.runtime.runner.cell import CaseContext, run_cell
+from harness.runtime.runner.load import refactor_variants
 from harness.runtime.runner.save import save_case
 from harness.runtime.spec import Spec
 
@@ -32,10 +34,12 @@ def roundtrip(
     options: Optional[Callable[[str, LoadOptions], bool]] = None,
     expectations: Optional[Expectations] = None,
     device: str = "cpu",
+    refactors: Optional[UserRefactors] = None,
 ) -> list[CellResult]:
     """Save `spec` in each format and load every variant back; the results.
 
     `options(fmt_name, LoadOptions) -> bool` selects variants (default: all).
+    `refactors` load a user case into changed code, as ``load --load-as`` does.
     """
     formats = formats or list(FORMATS.values())
     fp = fingerprint(device)
@@ -46,6 +50,12 @@ def roundtrip(
     try:
         case_dir = root / fp.label / spec.name
         manifests = save_case(spec, case_dir, fp, formats, device)
+        # The save made its moved class (a class_path) importable here; a load
+        # in another env cannot import it, and neither may the loads below.
+        # (Imported here: casemodel imports torch, this module does not.)
+        from harness.runtime.casemodel import forget_moved
+
+        forget_moved()
         ctx = CaseContext(spec.to_dict(), target.device)
         results = []
         from harness.runtime.env import cuda_available
@@ -55,12 +65,14 @@ def roundtrip(
                 source=fp.label, target=target.label, case=spec.name, format=m.format, load={},
                 outcome=Outcome.SKIP, origin=spec.origin, tags=list(spec.tags), harness=build_id(),
             )
+            if (refactors or UserRefactors()).names(spec.to_dict()) and "refactor" not in base.tags:
+                base = base.with_(tags=[*base.tags, "refactor"])
             if m.status != "saved":
                 results.append(base.with_(detail=f"not saved in {fp.label}: {m.reason}"))
                 continue
             manifest = Manifest.from_dict(m.to_dict())
             fmt = FORMATS[m.format]
-            for opt in fmt.variants(cuda_available()):
+            for opt in refactor_variants(fmt, spec.to_dict(), fmt.variants(cuda_available()), refactors or UserRefactors()):
                 if options is not None and not options(m.format, opt):
                     continue
                 r = run_cell(base.with_(load=opt.to_dict()), manifest, fmt, LoadOptions.from_dict(opt.to_dict()),

@@ -27,13 +27,15 @@ from harness.runtime.errors import InputError
 from harness.runtime.expect import Expectations
 from harness.runtime.fileio import read_json, write_json
 from harness.runtime.formats import FORMATS
+from harness.runtime.formats.base import Format
 from harness.runtime.load_options import LoadOptions
 from harness.runtime.progress import Progress
+from harness.runtime.refactor import UserRefactors
 from harness.runtime.results import CellResult, EnvSidecar, Outcome, line_key
 from harness.runtime.runner.isolation import Worker, WorkerDied, WorkerTimeout
 from harness.runtime.store import ArtifactRef, ResultsWriter, discover_artifacts, read_results
 
-__all__ = ["Filters", "LoadSummary", "load_phase"]
+__all__ = ["Filters", "LoadSummary", "load_phase", "refactor_variants"]
 
 
 
@@ -94,7 +96,51 @@ class _Artifact:
     planned_skip: bool = False  # not saved in the source env: no worker needed
 
 
-def _plan(root: Path, target: str, cuda: bool, filters: Filters) -> list[_Artifact]:
+#: The apply modes that build the load-side model (a `--load-as` changes what they load into).
+_BUILDS_MODEL = ("strict", "assign", "resume", "step", "model")
+
+
+def refactor_variants(fmt: Format, spec: dict[str, Any], variants: list[LoadOptions], refactors: UserRefactors) -> list[LoadOptions]:
+    """A format's options for one case, with the cells a refactor adds.
+
+    A curated refactor case (its spec has ``load_as``) gets its remap
+    applied (``migrate=remap``) where the format loads into a model, and
+    its moved class mapped (``rename_class``) where the format pickles it.
+    A user case named by ``--load-as`` loads every model-building cell into
+    the new factory, plus its migration: the user's (``--migrate``), else
+    the proposed remap; ``--rename-class`` adds a mapped load of every user
+    case's whole-model pickle.
+    """
+    from dataclasses import replace
+
+    user_new = refactors.load_as.get(spec.get("factory") or "")
+    if user_new:
+        # A wrong-loader cell tests the loader, not the model code: it keeps the case's own model.
+        variants = [replace(o, load_as=user_new) if o.apply in _BUILDS_MODEL and not o.loader else o for o in variants]
+    extra: list[LoadOptions] = []
+    # A moved class alone (class_path) changes no key: there is nothing to migrate.
+    moves_keys = bool(set(spec.get("load_as") or {}) - {"class_path", "description"})
+    if fmt.migrates and (user_new or moves_keys):
+        into = (LoadOptions(apply="model", device="cpu", load_as=user_new) if fmt.name == "safetensors"
+                else LoadOptions(map_location="cpu", weights_only="default", mmap=False, apply="strict", load_as=user_new))
+        # The user's own migration is the verdict where there is one; else the remap the harness proposes, applied.
+        user_migration = refactors.migrate.get(spec.get("factory") or "") if user_new else None
+        extra.append(replace(into, migrate=user_migration or "remap"))
+    if fmt.renames_classes:
+        old_class = spec.get("class_path")
+        new_class = (spec.get("load_as") or {}).get("class_path")
+        renames = []
+        if old_class and new_class and old_class != new_class:
+            renames.append(f"{old_class.replace(':', '.')}->{new_class.replace(':', '.')}")
+        user_renames = refactors.rename_option()
+        if spec.get("origin") == "user" and user_renames:
+            renames.append(user_renames)
+        # weights_only default: torch.load given a pickle_module defaults to weights_only=False (and 1.4 has no such argument)
+        extra += [LoadOptions(map_location="cpu", weights_only="default", mmap=False, apply="none", rename_class=r) for r in renames]
+    return variants + extra
+
+
+def _plan(root: Path, target: str, cuda: bool, filters: Filters, refactors: UserRefactors) -> list[_Artifact]:
     planned = []
     for ref in discover_artifacts(root):
         raw = ref.manifest_path.read_bytes()
@@ -118,7 +164,10 @@ def _plan(root: Path, target: str, cuda: bool, filters: Filters) -> list[_Artifa
             cells = [base.with_(detail=f"not saved in {source}: {reason}")]
         else:
             assert fmt is not None  # planned_skip otherwise
-            cells = [base.with_(load=o.to_dict()) for o in fmt.variants(cuda)]
+            if refactors.names(spec) and "refactor" not in base.tags:
+                # loaded into changed code: the refactor expectations apply to its failures
+                base = base.with_(tags=[*base.tags, "refactor"])
+            cells = [base.with_(load=o.to_dict()) for o in refactor_variants(fmt, spec, fmt.variants(cuda), refactors)]
         cells = [c for c in cells if filters.keep(c)]
         if cells:
             planned.append(_Artifact(ref, manifest, artifact_id, cells, planned_skip))
@@ -185,8 +234,13 @@ def load_phase(
     expect_torch: Optional[str] = None,
     progress: bool = True,
     worker_env: Optional[dict[str, str]] = None,
+    refactors: Optional[UserRefactors] = None,
 ) -> LoadSummary:
-    """Load every planned cell in this env and append the results."""
+    """Load every planned cell in this env and append the results.
+
+    `refactors` (``--load-as``, ``--migrate``, ``--rename-class``) load user
+    cases into changed model code (`refactor_variants`).
+    """
     check_device(device, for_load=True)
     if timeout <= 0:
         raise InputError(f"--timeout={timeout!r} must be a positive number of seconds")
@@ -212,7 +266,7 @@ def load_phase(
 
     try:
         cuda = bool(ensure_worker().get("cuda")) if cuda_possible else False
-        plan = _plan(Path(artifacts), target, cuda, filters)
+        plan = _plan(Path(artifacts), target, cuda, filters, refactors or UserRefactors())
         with ResultsWriter(Path(results), target) as writer:
             summary.results_path = writer.path
             recorded = writer.recorded()
