@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from harness.runtime.errors import InputError
+from harness.runtime.refactor import Remap
 from harness.runtime.results import CellResult, Outcome
 
 __all__ = [
@@ -54,11 +55,6 @@ __all__ = [
 VARIANT = "variant"
 #: How many differences of a mismatched migration the report lists.
 FIRST_DIFFERENCES = 3
-#: The words of a remap summary, per entry kind, as `harness.runtime.refactor.Remap.summary` words them.
-_KIND_WORDS = {
-    "rename": "renamed", "split": "split", "fuse": "fused", "parametrization": "weight_norm mapped",
-    "changed": "changed shape or dtype", "dropped": "dropped", "added": "added",
-}
 _FAILED = (Outcome.ERROR, Outcome.CRASH, Outcome.TIMEOUT)
 
 
@@ -84,14 +80,7 @@ def remap_summary(remap: dict[str, Any]) -> str:
     summary = remap.get("summary")
     if isinstance(summary, str) and summary:
         return summary
-    counts: dict[str, int] = {}
-    for e in remap.get("entries") or []:
-        kind = e.get("kind") if isinstance(e, dict) else None
-        counts[str(kind)] = counts.get(str(kind), 0) + 1
-    parts = [f"{n} {_KIND_WORDS.get(k, k)}" for k, n in counts.items()]  # in the order the entries name them
-    same = remap.get("same")
-    kept = [f"{same} kept"] if isinstance(same, int) and same else []
-    return ", ".join(parts + kept) if parts else f"nothing moved ({same if isinstance(same, int) else 0} kept)"
+    return Remap.from_dict(remap).summary()
 
 
 def _checked_remap(remap: Any, where: str) -> dict[str, Any]:

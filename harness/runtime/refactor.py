@@ -137,7 +137,7 @@ class Remap:
             counts[e.kind] = counts.get(e.kind, 0) + 1
         words = {"rename": "renamed", "split": "split", "fuse": "fused", "parametrization": "weight_norm mapped",
                  "dropped": "dropped", "added": "added", "changed": "changed shape or dtype"}
-        parts = [f"{n} {words[k]}" for k, n in counts.items()]
+        parts = [f"{n} {words.get(k, k)}" for k, n in counts.items()]
         kept = [f"{self.same} kept"] if self.same else []
         return ", ".join(parts + kept) if parts else f"nothing moved ({self.same} kept)"
 
