@@ -352,3 +352,17 @@ def test_each_curated_refactor_is_reported_with_its_remap_and_its_fix_loads_exac
         assert strict.outcome.value == "error" and strict.diagnosis["code"] == "model_code_changed" and strict.expected
     fixed = by[("state_dict", "remap")]
     assert fixed.outcome.value == "pass", fixed.detail
+
+
+def test_a_migrated_state_may_leave_out_a_tied_key_but_no_other(torch):
+    """safetensors keeps one name per storage: a tied key the migration leaves out is loaded through its partner."""
+    from harness.runtime.formats.base import load_migrated
+
+    model = torch.nn.Module()
+    model.a, model.b, model.c = torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 2, bias=False)
+    model.b.weight = model.a.weight
+    state = {"a.weight": torch.ones(2, 2), "c.weight": torch.ones(2, 2)}
+    assert load_migrated(model, state) == []
+    assert torch.equal(model.b.weight, torch.ones(2, 2))
+    # damage: the untied key left out is reported, and so is a key the model does not take
+    assert load_migrated(model, {"a.weight": torch.ones(2, 2), "x": torch.zeros(1)}) == [("c.weight", "missing"), ("x", "unexpected")]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib
 import inspect
 import random
 import warnings
@@ -45,7 +44,7 @@ from harness.runtime.dtypes import (
     special_bits,
     to_dtype,
 )
-from harness.runtime.errors import FactoryUnavailable, SpecError, Unsupported
+from harness.runtime.errors import FactoryUnavailable, InputError, SpecError, Unsupported
 from harness.runtime.layers import KINDS, Sig, input_shape
 from harness.runtime.spec import CONTAINERS, Spec, child_items
 from harness.runtime.storage import reinterpret, storage_span, untyped_storage
@@ -617,12 +616,12 @@ def from_factory(spec: Spec) -> tuple[nn.Module, Optional[tuple[torch.Tensor, ..
     """Call a user case's factory: a module, or a (module, example inputs) pair."""
     ref = spec.factory
     assert ref is not None, "from_factory is only called for user cases"
-    module_name, _, func_name = ref.partition(":")
+    from harness.runtime.refactor import import_ref
+
     try:
-        fn = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as e:
-        msg = f"user case {ref}: cannot import it in this env ({type(e).__name__}: {e})"
-        raise FactoryUnavailable(msg) from None
+        fn = import_ref(ref, "user case")
+    except InputError as e:  # not importable in this env: the cells say so, as skips
+        raise FactoryUnavailable(str(e)) from None
     made = fn()
     inputs = None
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], nn.Module):

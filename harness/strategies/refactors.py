@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar, cast
 
@@ -392,13 +393,7 @@ def refactors(
             index = draw(st.sampled_from(buffers))
         else:  # a persistent buffer of its own, on a module both sides have
             at = draw(st.sampled_from(sorted(set(module_paths(save["model"])) & set(module_paths(load["model"])))))
-            buf: dict[str, Any] = {"name": f"xt{len(save.get('tensors', []))}",
-                                   "shape": draw(st.lists(st.integers(0, 4), max_size=3))}
-            dtype = draw(st.sampled_from(_BUFFER_DTYPES))
-            if dtype != "float32":
-                buf["dtype"] = dtype
-            if at:
-                buf["at"] = at
+            buf = _draw_extra(draw, {"name": f"xt{len(save.get('tensors', []))}"}, _BUFFER_DTYPES, at)
             for data in (save, load):
                 data["tensors"] = [*data.get("tensors", []), copy.deepcopy(buf)]
             index = len(save["tensors"]) - 1
@@ -426,13 +421,7 @@ def refactors(
     added: list[dict[str, Any]] = []
     if "add" in chosen or not (moves or renamed):  # nothing else applied: a refactor changes something
         at = draw(st.sampled_from(sorted(module_paths(load["model"]))))
-        extra: dict[str, Any] = {"name": f"xt{len(load.get('tensors', []))}", "kind": "parameter",
-                                 "shape": draw(st.lists(st.integers(0, 4), max_size=3))}
-        dtype = draw(st.sampled_from(_ADDED_DTYPES))
-        if dtype != "float32":
-            extra["dtype"] = dtype
-        if at:
-            extra["at"] = at
+        extra = _draw_extra(draw, {"name": f"xt{len(load.get('tensors', []))}", "kind": "parameter"}, _ADDED_DTYPES, at)
         load["tensors"] = [*load.get("tensors", []), extra]
         added.append({"kind": "added", "old": [], "new": [extra_record(extra).path]})
 
@@ -478,6 +467,17 @@ def _replace(data: dict[str, Any], path: str, nodes: list[dict[str, Any]]) -> No
     if len(nodes) == 1 and "name" in old and "name" not in nodes[0]:
         nodes = [{"name": old["name"], **nodes[0]}]
     parent["children"][index:index + 1] = nodes
+
+
+def _draw_extra(draw: DrawFn, extra: dict[str, Any], dtypes: Sequence[str], at: str) -> dict[str, Any]:
+    """An extra tensor (spec ``tensors`` item): `extra`'s fields plus a drawn shape and dtype, at module `at`."""
+    extra = dict(extra, shape=draw(st.lists(st.integers(0, 4), max_size=3)))
+    dtype = draw(st.sampled_from(dtypes))
+    if dtype != "float32":
+        extra["dtype"] = dtype
+    if at:
+        extra["at"] = at
+    return extra
 
 
 def _rename_child(data: dict[str, Any], path: str, new_name: str) -> None:

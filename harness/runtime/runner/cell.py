@@ -57,6 +57,8 @@ class CaseContext(LoadContext):
         self._saved: tuple[Optional[dict[str, Any]], Optional[Path]] = (None, None)
         self._views: dict[str, View] = {}
         self._remaps: dict[tuple[Optional[str], str, str], Remap] = {}
+        self._wanted: dict[Optional[str], dict[str, Slot]] = {}
+        self._expected: dict[tuple[Optional[str], str, str], tuple[View, ByteSource, list[str]]] = {}
         #: whether the cell in hand built the load-side model (`fresh`, `meta`)
         self.built = False
         #: the allowlist each refused file needs (`complete_allowlist`), found once per file
@@ -67,6 +69,7 @@ class CaseContext(LoadContext):
         if views is not None and views is not self._views:
             self._views = views
             self._remaps.clear()
+            self._expected.clear()
         self._saved = (forward, reference)
 
     def use_load_side(self, load_as: Optional[str]) -> None:
@@ -151,10 +154,28 @@ class CaseContext(LoadContext):
         """The load-side model's slots (its state-dict keys and non-persistent buffers)."""
         from harness.runtime.refactor import module_slots
 
-        template = self._templates.get(self._side)
-        if template is None:
-            template = self._templates[self._side] = self._build("empty")
-        return module_slots(template)
+        if self._side not in self._wanted:
+            template = self._templates.get(self._side)
+            if template is None:
+                template = self._templates[self._side] = self._build("empty")
+            self._wanted[self._side] = module_slots(template)
+        return self._wanted[self._side]
+
+    def expected(self, view_name: str, prefix: str, remap: Remap, reference: Path) -> tuple[View, ByteSource, list[str]]:
+        """`expected_view` of the artifact's view through `remap`, built once per load side while the remap is the proposal.
+
+        Building it reads the saved bytes of every split or fused tensor; the
+        cells of one artifact share it. A remap the bytes settled differently
+        (ambiguous renames) is built afresh.
+        """
+        from harness.runtime.refactor import expected_view
+
+        key = (self._side, view_name, prefix)
+        if remap is not self._remaps.get(key):
+            return expected_view(self._views[view_name], remap, self.wanted(), reference, prefix)
+        if key not in self._expected:
+            self._expected[key] = expected_view(self._views[view_name], remap, self.wanted(), reference, prefix)
+        return self._expected[key]
 
     def remap(self, view_name: str = "module", prefix: str = "") -> Remap:
         """The proposed remap from the artifact's `view_name` view (names under `prefix`) to the load-side model."""
@@ -296,13 +317,13 @@ def _through_remap(
     The remap is the one proposed from names, with renames the names left
     ambiguous settled by where the load put each saved tensor's bytes.
     """
-    from harness.runtime.refactor import expected_view, resolve_by_digests
+    from harness.runtime.refactor import resolve_by_digests
 
     prefix = _model_prefix(loaded.view)
     if prefix is None:
         return None
     remap = resolve_by_digests(ctx.remap(loaded.view, prefix), view, loaded.snapshot, prefix)
-    expected, source, added = expected_view(view, remap, ctx.wanted(), reference, prefix)
+    expected, source, added = ctx.expected(loaded.view, prefix, remap, reference)
     return remap, expected, source, added
 
 

@@ -19,7 +19,7 @@ from harness.runtime.manifest import Manifest
 from harness.runtime.refactor import UserRefactors
 from harness.runtime.results import CellResult, Outcome
 from harness.runtime.runner.cell import CaseContext, run_cell
-from harness.runtime.runner.load import refactor_variants
+from harness.runtime.runner.load import refactor_tagged, refactor_variants
 from harness.runtime.runner.save import save_case
 from harness.runtime.spec import Spec
 
@@ -65,8 +65,7 @@ def roundtrip(
                 source=fp.label, target=target.label, case=spec.name, format=m.format, load={},
                 outcome=Outcome.SKIP, origin=spec.origin, tags=list(spec.tags), harness=build_id(),
             )
-            if (refactors or UserRefactors()).names(spec.to_dict()) and "refactor" not in base.tags:
-                base = base.with_(tags=[*base.tags, "refactor"])
+            base = refactor_tagged(base, spec.to_dict(), refactors or UserRefactors())
             if m.status != "saved":
                 results.append(base.with_(detail=f"not saved in {fp.label}: {m.reason}"))
                 continue

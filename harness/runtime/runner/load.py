@@ -14,7 +14,7 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -35,7 +35,7 @@ from harness.runtime.results import CellResult, EnvSidecar, Outcome, line_key
 from harness.runtime.runner.isolation import Worker, WorkerDied, WorkerTimeout
 from harness.runtime.store import ArtifactRef, ResultsWriter, discover_artifacts, read_results
 
-__all__ = ["Filters", "LoadSummary", "load_phase", "refactor_variants"]
+__all__ = ["Filters", "LoadSummary", "load_phase", "refactor_tagged", "refactor_variants"]
 
 
 
@@ -100,6 +100,17 @@ class _Artifact:
 _BUILDS_MODEL = ("strict", "assign", "resume", "step", "model")
 
 
+def refactor_tagged(base: CellResult, spec: dict[str, Any], refactors: UserRefactors) -> CellResult:
+    """`base`, tagged ``refactor`` where the flags load its user case into changed code.
+
+    The refactor expectations (a strict load into changed code fails) then
+    apply to its failures, as they do to the curated refactor cases.
+    """
+    if refactors.names(spec) and "refactor" not in base.tags:
+        return base.with_(tags=[*base.tags, "refactor"])
+    return base
+
+
 def refactor_variants(fmt: Format, spec: dict[str, Any], variants: list[LoadOptions], refactors: UserRefactors) -> list[LoadOptions]:
     """A format's options for one case, with the cells a refactor adds.
 
@@ -111,8 +122,6 @@ def refactor_variants(fmt: Format, spec: dict[str, Any], variants: list[LoadOpti
     the proposed remap; ``--rename-class`` adds a mapped load of every user
     case's whole-model pickle.
     """
-    from dataclasses import replace
-
     user_new = refactors.load_as.get(spec.get("factory") or "")
     if user_new:
         # A wrong-loader cell tests the loader, not the model code: it keeps the case's own model.
@@ -164,10 +173,8 @@ def _plan(root: Path, target: str, cuda: bool, filters: Filters, refactors: User
             cells = [base.with_(detail=f"not saved in {source}: {reason}")]
         else:
             assert fmt is not None  # planned_skip otherwise
-            if refactors.names(spec) and "refactor" not in base.tags:
-                # loaded into changed code: the refactor expectations apply to its failures
-                base = base.with_(tags=[*base.tags, "refactor"])
-            cells = [base.with_(load=o.to_dict()) for o in refactor_variants(fmt, spec, fmt.variants(cuda), refactors)]
+            cells = [refactor_tagged(base, spec, refactors).with_(load=o.to_dict())
+                     for o in refactor_variants(fmt, spec, fmt.variants(cuda), refactors)]
         cells = [c for c in cells if filters.keep(c)]
         if cells:
             planned.append(_Artifact(ref, manifest, artifact_id, cells, planned_skip))
