@@ -10,6 +10,7 @@ sessions only install and call it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -34,6 +35,8 @@ nox.options.sessions = ["roundtrip"]
 REPORTS = Path(os.environ.get("TORCH_ROUNDTRIP_REPORTS", ROOT / "reports")).resolve()
 ARTIFACTS = REPORTS / "artifacts"
 RESULTS = REPORTS / "results"
+#: Where each save and load session notes its interpreter, for `shrink`.
+ENVS = REPORTS / "envs"
 CORPUS = REPORTS / "cases.json"
 #: Files old releases saved, kept in the repository (harness/golden.py): every
 #: load session loads them too. TORCH_ROUNDTRIP_GOLDEN=0 leaves them out.
@@ -91,6 +94,16 @@ def _install_env(session: nox.Session, torch: str, requirements: list) -> None:
     session.install(str(ROOT))
 
 
+def _record_env(session: nox.Session, label: str) -> None:
+    """Note where this env's interpreter is (REPORTS/envs/<label>.json): `shrink` runs its workers there."""
+    location = getattr(getattr(session, "virtualenv", None), "location", None)
+    if not location:
+        return
+    python = Path(location) / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    ENVS.mkdir(parents=True, exist_ok=True)
+    (ENVS / f"{label}.json").write_text(json.dumps({"label": label, "python": str(python)}) + "\n", encoding="utf-8")
+
+
 def _load_filters(args: list) -> list:
     """The load filters (--cell, --case, --source, --format) among the session's arguments."""
     keep, it = [], iter(args)
@@ -129,6 +142,7 @@ def save(session: nox.Session, env: str) -> None:
     """Save every case in every format in one env."""
     e = _env(env, PLAN.save)
     _install_env(session, e.torch, e.requirements)
+    _record_env(session, e.label)
     _phase_dir(session)
     args = ["--out", str(ARTIFACTS), "--cases", str(CORPUS), "--device", e.device, "--expect-torch", e.torch]
     if MATRIX.formats:
@@ -144,6 +158,7 @@ def load(session: nox.Session, env: str) -> None:
     """Load every saved artifact under every load option in one env."""
     e = _env(env, PLAN.load)
     _install_env(session, e.torch, e.requirements)
+    _record_env(session, e.label)
     _phase_dir(session)
     extra = _load_filters(session.posargs)
     if not any(a.startswith("--source") for a in extra):
@@ -247,6 +262,27 @@ def roundtrip(session: nox.Session) -> None:
     for label, why in PLAN.skipped:
         session.log(f"skipped env {label}: {why}")
     session.log(f"report: {REPORTS / 'index.html'}  summary: {REPORTS / 'summary.md'}")
+
+
+@nox.session(python=False, default=False)
+def shrink(session: nox.Session) -> None:
+    """Shrink a failing cell of the last run in its two envs: nox -s shrink -- KEY [--target LABEL] [--max-seconds S]."""
+    keys = [a for a in session.posargs if "|" in a]
+    if len(keys) != 1:
+        session.error("give one cell key after --, as the report prints it: nox -s shrink -- 'SOURCE|CASE|FORMAT|OPTIONS'")
+    records = sorted(ENVS.glob("*.json")) if ENVS.is_dir() else []
+    if not records:
+        session.error(f"no envs recorded in {ENVS}: run nox -s roundtrip first (it makes the envs a shrink runs in)")
+    # The shrink itself runs in one of the envs (it needs the runtime's
+    # xxhash); `--envs` gives it every env's interpreter, and each worker
+    # is checked to be the env its cell names.
+    source = keys[0].split("|", 1)[0].removeprefix("golden-")
+    host = ENVS / f"{source}.json"
+    python = json.loads((host if host.exists() else records[0]).read_text(encoding="utf-8"))["python"]
+    rest = [a for a in session.posargs if a != keys[0]]
+    session.run(python, "-m", "harness", "shrink", "--results", str(RESULTS), "--envs", str(ENVS), "--cell", keys[0], *rest,
+                env={"PYTHONPATH": str(ROOT)}, external=True, success_codes=[0, 1])
+    session.log(f"shrunk into {REPORTS / 'shrunk'}; nox -s report shows it beside its cell")
 
 
 @nox.session(python=HOST_PYTHON, default=False)

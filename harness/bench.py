@@ -21,6 +21,11 @@ generate_500_specs_s       seconds to draw 500 specs with Hypothesis            
 scan_seconds_1gib          seconds for check's static scan (every pickle, every storage  <= 1
                            record) of the >= 1 GiB state_dict: it reads pickles, not
                            tensor bytes
+shrink_steps_per_second    shrink steps (a candidate saved by a persistent worker in     >= 20
+                           the source env, loaded by one in the target env) per second,
+                           shrinking a planted failure (`harness.shrink.plant`) of a
+                           small spec
+shrink_steps               steps that shrink took to reach its smallest spec             report
 =========================  ============================================================  ========
 """
 
@@ -45,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 if TYPE_CHECKING:
     from harness.runtime.spec import Spec
 
-__all__ = ["BENCH_SCHEMA", "TARGETS", "BenchRecord", "run_bench"]
+__all__ = ["BENCH_SCHEMA", "TARGETS", "BenchRecord", "PlantedFailure", "planted_failure", "run_bench", "shrink_bench_spec"]
 
 #: Version of bench.json's layout (`BenchRecord`).
 BENCH_SCHEMA = 1
@@ -60,6 +65,8 @@ TARGETS = {
     "peak_rss_ratio": ("report", None),
     "generate_500_specs_s": ("report", None),
     "scan_seconds_1gib": ("<=", 1.0),
+    "shrink_steps_per_second": (">=", 20.0),
+    "shrink_steps": ("report", None),
 }
 LAYER = 4096  # a 4096 x 4096 float32 Linear weight is 64 MiB
 
@@ -330,6 +337,108 @@ def bench_generate(n: int) -> dict[str, Any]:
     return {"generate_500_specs_s": (time.perf_counter() - start) * 500 / n, "raw": {"generated_specs": n}}
 
 
+def shrink_bench_spec() -> dict[str, Any]:
+    """The case the shrink bench breaks: what the planted bug needs, beside things that do not matter.
+
+    The bug (`harness.shrink.plant`) needs a float16 tensor of at least four
+    elements and an int64 tensor: ``fp16.weight`` (8 float16 elements) and
+    the ``steps`` buffer. A tie, a channels_last layout, float64, bfloat16
+    and bool tensors and three other layers are there for a shrink to drop.
+    """
+    return {
+        "name": "bench_shrink",
+        "seed": 3,
+        "description": "A planted failure (float16 weight + int64 buffer) among layers that do not matter, for the shrink bench.",
+        "model": {"kind": "module_dict", "children": [
+            {"name": "emb", "kind": "embedding", "num_embeddings": 6, "embedding_dim": 3},
+            {"name": "head", "kind": "linear", "in_features": 3, "out_features": 6, "bias": False},
+            {"name": "fp16", "kind": "linear", "in_features": 4, "out_features": 2, "dtype": "float16"},
+            {"name": "conv", "kind": "conv2d", "in_channels": 2, "out_channels": 2, "kernel_size": 3},
+            {"name": "wide", "kind": "linear", "in_features": 2, "out_features": 2, "dtype": "float64"},
+        ]},
+        "tensors": [
+            {"name": "steps", "shape": [3], "dtype": "int64"},
+            {"name": "mask", "shape": [5], "dtype": "bool"},
+            {"name": "scale", "shape": [2, 2], "dtype": "bfloat16", "at": "wide"},
+        ],
+        "ties": [{"from": "emb.weight", "to": "head.weight"}],
+        "layout": [{"at": "conv.weight", "kind": "channels_last"}],
+    }
+
+
+@dataclass(frozen=True)
+class PlantedFailure:
+    """A results folder holding a cell that the planted torch bug made fail, and how to run it again."""
+
+    results: Path  #: the folder `load --results` wrote
+    key: str  #: the failing cell: SOURCE|CASE|FORMAT|OPTIONS
+    line: dict[str, Any]  #: its result line
+    source_python: str  #: the interpreter that saved (this one)
+    target_python: str  #: the planted wrapper that loaded (`harness.shrink.plant.planted_python`)
+
+
+def planted_failure(work: Path, spec: Optional[dict[str, Any]] = None) -> PlantedFailure:
+    """Save `spec` (default `shrink_bench_spec`) as state_dict with this Python, load it through the planted wrapper.
+
+    Both phases run as ``python -m harness`` subprocesses, as a user runs
+    them; the cell returned is a mismatch, preferring one loaded into a
+    model (``apply=strict``, no mmap), then the first by key. RuntimeError
+    when no cell failed: the plant did not fire.
+    """
+    from harness.runtime.results import line_key
+    from harness.runtime.spec import Spec
+    from harness.runtime.store import read_results
+    from harness.shrink.plant import planted_python
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    spec_file = work / "shrink_spec.json"
+    spec_file.write_text(Spec.from_dict(spec or shrink_bench_spec()).to_json(), encoding="utf-8")
+    artifacts, results = work / "shrink_artifacts", work / "shrink_results"
+    wrapper = planted_python(sys.executable, work / "planted")
+    env = dict(os.environ, TORCH_ROUNDTRIP_PLAIN="1")
+    env.pop("TORCH_ROUNDTRIP_PLANT", None)  # the save side is a plain torch
+    saved = subprocess.run([sys.executable, "-m", "harness", "save", "--cases", str(spec_file), "--out", str(artifacts),
+                            "--formats", "state_dict", "--quiet"], capture_output=True, text=True, env=env)
+    if saved.returncode != 0:
+        msg = f"the shrink bench's save failed (exit {saved.returncode}): {saved.stderr[-500:]}"
+        raise RuntimeError(msg)
+    # Exit 1 is the point: the load finds the planted mismatches.
+    done = subprocess.run([wrapper, "-m", "harness", "load", "--artifacts", str(artifacts), "--results", str(results),
+                           "--format", "state_dict", "--quiet"], capture_output=True, text=True, env=env)
+    lines = [line for path in sorted(results.glob("*.jsonl")) for line in read_results(path)]
+    failed = sorted((line for line in lines if line.get("outcome") == "mismatch"), key=line_key)
+    if not failed:
+        msg = f"the planted bug made no cell fail (load exit {done.returncode}, {len(lines)} cells): {done.stderr[-500:]}"
+        raise RuntimeError(msg)
+    line = next((x for x in failed if x["load"].get("apply") == "strict" and not x["load"].get("mmap")), failed[0])
+    return PlantedFailure(results, line_key(line), line, sys.executable, wrapper)
+
+
+def bench_shrink(work: Path) -> dict[str, Any]:
+    """Shrink a planted failure between a plain save env and a planted load env: steps per second, and steps."""
+    from harness.shrink import ShrinkRequest, shrink_cell
+
+    failure = planted_failure(work / "shrink")
+    _log(f"shrinking {failure.key}")
+    request = ShrinkRequest(results=failure.results, key=failure.key, source_python=failure.source_python,
+                            target_python=failure.target_python, out=work / "shrink" / "shrunk", max_seconds=120.0)
+    start = time.perf_counter()
+    record = shrink_cell(request, progress=False)
+    seconds = time.perf_counter() - start
+    if record.status not in ("done", "time_limit", "step_limit"):
+        msg = f"the shrink bench's shrink ended {record.status!r}, so its steps measure nothing: {record.observed}"
+        raise RuntimeError(msg)
+    return {
+        "shrink_steps_per_second": record.steps_per_second,
+        "shrink_steps": record.steps,
+        "raw": {"shrink_seconds": seconds, "shrink_search_seconds": record.seconds, "shrink_startup_seconds": record.startup_seconds,
+                "shrink_status": record.status,
+                "shrink_accepted": record.accepted, "shrink_cell": failure.key,
+                "shrink_initial": record.initial, "shrink_final": record.final},
+    }
+
+
 def _met(key: str, value: Any) -> Optional[bool]:
     op, target = TARGETS[key]
     if op == "report" or value is None:
@@ -427,6 +536,7 @@ def run_bench(out: Path, *, gib: float = 1.0, quick: bool = False, workdir: Opti
             figures["scaling_exponent"] = figures["generate_500_specs_s"] = None
             raw["hypothesis_note"] = "Hypothesis is not installed: scaling and generation were not measured"
         take(bench_env_ready(work))
+        take(bench_shrink(work))  # cheap (small spec, bounded time): also with --quick
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from harness import __version__
 from harness.runtime.defaults import DEFAULT_TIMEOUT, PROG
@@ -177,7 +177,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     result = build_report(
         [Path(p) for p in args.results], Path(args.out),
         baseline=_path(args.baseline), expectations=_path(args.expectations), bench=_path(args.bench),
-        progress=not args.quiet,
+        shrunk=_path(args.shrunk), progress=not args.quiet,
         envs=[e for e in args.envs.split(",") if e] if args.envs else None,
     )
     for line in result.lines():
@@ -219,6 +219,48 @@ def cmd_check(args: argparse.Namespace) -> int:
         if r.findings:
             print(f"{PROG} check: {printable(r.path)}: {printable(r.summary)}", file=sys.stderr)
     return exit_status(reports)
+
+
+def cmd_shrink(args: argparse.Namespace) -> int:
+    from harness.shrink import ShrinkRequest, shrink_cell
+
+    if args.max_steps is not None and args.max_steps < 1:
+        msg = f"--max-steps={args.max_steps} must be >= 1"
+        raise InputError(msg)
+    request = ShrinkRequest(
+        results=Path(args.results), key=args.cell, target=args.target, source_python=args.source_python,
+        target_python=args.target_python, envs=_path(args.envs), out=_path(args.out), max_seconds=args.max_seconds, max_steps=args.max_steps,
+        seed=args.seed, timeout=args.timeout,
+    )
+    record = shrink_cell(request, progress=not args.quiet)
+    from harness.shrink.record import record_dir
+
+    folder = Path(args.out) if args.out else record_dir(Path(args.results).resolve().parent / "shrunk", record.target, record.key)
+    for line in _shrink_lines(record, folder):
+        print(line, file=sys.stderr)
+    if record.status == "interrupted":
+        return 130
+    return 1 if record.status == "not_reproduced" else 0
+
+
+def _shrink_lines(record: Any, folder: Path) -> list[str]:
+    """What a shrink found, in a few lines: how it ended, the sizes, the files."""
+    lines = [f"{PROG} shrink: {record.status}: {record.case} {record.format} ({record.source} -> {record.target}), "
+             f"{record.signature.get('text', '')}; {record.steps} steps in {record.seconds:.1f}s "
+             f"({record.steps_per_second:.1f} steps/s), {record.accepted} accepted"]
+    if record.status == "not_reproduced":
+        lines.append(f"  the cell did not fail the same way again: {record.observed}")
+        return lines
+    if record.opaque:
+        lines.append(f"  not shrunk: {record.opaque}")
+    if record.final:
+        before, after = record.initial, record.final
+        lines.append("  " + ", ".join(f"{k} {before.get(k)} -> {after.get(k)}" for k in ("modules", "tensors", "elements", "extras", "load")))
+    files = ", ".join(str(v) for k, v in record.repro.items() if k != "problem")
+    lines.append(f"  wrote {files}, shrink.json into {folder}")
+    if "problem" in record.repro:
+        lines.append(f"  no plain-torch reproduction: {record.repro['problem']}")
+    return lines
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -285,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="FILE", help="results.json of an earlier report: list new, fixed and unchanged failures")
     _expectations(p)
     p.add_argument("--bench", metavar="FILE", help="bench figures to show (default: DIR/bench.json when it exists)")
+    p.add_argument("--shrunk", metavar="DIR", help="shrink records to show beside their cells, DIR/*/shrink.json (default: the --out folder's shrunk/ when it exists)")
     p.add_argument("--envs", metavar="A,B", help="only cells between these env labels (a folder may hold older runs' results)")
     _quiet(p)
 
@@ -299,6 +342,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument("--out", metavar="FILE", help="also write the JSON document to FILE (nox -s check collects them)")
     _timeout(p, "seconds the trusted loads of one file may take together")
+
+    p = _add(sub, "shrink", cmd_shrink, "shrink a failing cell to its smallest case across its two envs; write a plain-torch repro")
+    p.add_argument("--cell", required=True, metavar="KEY", help="the failing cell: SOURCE|CASE|FORMAT|OPTIONS, as the report prints it")
+    p.add_argument("--results", default="reports/results", metavar="DIR", help="the result folder that holds the cell (default reports/results)")
+    p.add_argument("--target", metavar="LABEL", help="the env that loaded the cell (needed when several did)")
+    p.add_argument("--source-python", metavar="PY", help="interpreter of the env that saved it (default: the env nox made, see --envs, "
+                   "else this one; checked against the cell's env)")
+    p.add_argument("--target-python", metavar="PY", help="interpreter of the env that loaded it (default: as --source-python)")
+    p.add_argument("--envs", metavar="DIR", help="nox's env records, LABEL.json naming each env's python (default: RESULTS/../envs)")
+    p.add_argument("--out", metavar="DIR", help="where spec.json, save.py, load.py, README.md and shrink.json go (default: RESULTS/../shrunk/<cell>)")
+    p.add_argument("--max-seconds", type=_seconds, default=300.0, metavar="S", help="stop with the best case found after S seconds (default 300)")
+    p.add_argument("--max-steps", type=_count, metavar="N", help="stop with the best case found after N steps")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="orders the candidates (0: coarse to fine as written); same cell and seed, same shrink")
+    _timeout(p, "seconds one step's save or load may take")
+    _quiet(p)
 
     p = _add(sub, "bench", cmd_bench, "measure the harness's cost as ratios (writes bench.json)")
     p.add_argument("--out", required=True, metavar="FILE")

@@ -394,7 +394,8 @@ _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _CLASS_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 #: Options other sessions take after ``--`` (load's filters, check's --trust).
-_SESSION_OPTIONS = ("--trust", "--quick")
+#: Options of sessions other than the matrix's (check's, bench's, shrink's): not typos of matrix options.
+_SESSION_OPTIONS = ("--trust", "--quick", "--target", "--max-seconds", "--max-steps", "--source-python", "--target-python", "--out", "--quiet", "-q")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -427,7 +428,7 @@ def parse_overrides(matrix: Matrix, args: Sequence[str], warn: Optional[Callable
     ns, unknown = _parser().parse_known_args(list(args))
     # Bare words are other sessions' arguments (the files of `check`); only
     # unknown --options may be typos of matrix options.
-    unknown = [a for a in unknown if a.startswith("-") and a not in _SESSION_OPTIONS]
+    unknown = [a for a in unknown if a.startswith("-") and a.split("=", 1)[0] not in _SESSION_OPTIONS]
     if unknown and warn is not None:
         # The same arguments reach every session (pytest's, load's --cell):
         # say what the matrix ignores rather than refuse it.

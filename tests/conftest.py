@@ -97,28 +97,55 @@ class Damaging:
         return self.fmt.torch_load_path(directory)
 
 
+def uv_command() -> list:
+    """How to run uv here (its executable, or ``python -m uv``); skips, with the reason, without it."""
+    import shutil
+
+    exe = shutil.which("uv")
+    if exe:
+        return [exe]
+    pytest.importorskip("uv", reason="uv is not installed (pip install uv)")
+    return [sys.executable, "-m", "uv"]
+
+
 def torch_venv(tmp_path_factory, name: str, python_version: str, torch_version: str) -> str:
     """The Python of a fresh venv holding `torch_version` (and what its runtime needs) and this checkout.
 
     Skips, with the reason, where this machine has no such Python or no uv.
     """
-    import shutil
-
     from harness.matrix import find_python, requirements
 
     base = find_python(python_version)
     if base is None:
         pytest.skip(f"no Python {python_version} on this machine (pyenv install {python_version})")
-    exe = shutil.which("uv")
-    if exe:
-        uv = [exe]
-    else:
-        pytest.importorskip("uv", reason="uv is not installed (pip install uv)")
-        uv = [sys.executable, "-m", "uv"]
+    uv = uv_command()
     venv = tmp_path_factory.mktemp(name) / "venv"
     subprocess.run([*uv, "venv", "-q", "-p", base, str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
     done = subprocess.run([*uv, "pip", "install", "-q", "-p", python, *requirements(torch_version), str(REPO)],
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return python
+
+
+@pytest.fixture(scope="session")
+def plain_torch_python(tmp_path_factory) -> str:
+    """The Python of a fresh venv with torch, numpy, xxhash and safetensors but NOT the harness.
+
+    Shows that a script runs where the harness is not installed (the
+    plain-torch reproductions of `shrink`); the harness's workers still run
+    in it with ``PYTHONPATH`` at this checkout (xxhash is all the runtime
+    adds to torch). Run its scripts from a folder outside the checkout:
+    ``python -c`` and ``python -m`` put the working directory on the path.
+    torch is ``TORCH_ROUNDTRIP_TEST_TORCH`` (default 2.15.0); with uv's
+    cache warm the venv takes seconds. Skips, with the reason, without uv.
+    """
+    uv = uv_command()
+    torch_version = os.environ.get("TORCH_ROUNDTRIP_TEST_TORCH", "2.15.0")
+    venv = tmp_path_factory.mktemp("plain-torch") / "venv"
+    subprocess.run([*uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    done = subprocess.run([*uv, "pip", "install", "-q", "-p", python, f"torch=={torch_version}", "numpy", "xxhash", "safetensors"],
                           capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     return python

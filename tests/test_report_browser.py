@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 from report_fixtures import (
@@ -20,11 +20,12 @@ from report_fixtures import (
     miniature,
     write_expectations,
 )
+from test_report_shrunk import MISMATCH, record, write_record
 
 from harness.report.aggregate import env_grid, env_release, format_view, release_grid, verdict
 from harness.report.build import build_report
 from harness.report.model import build_model
-from harness.report.repro import repro_commands
+from harness.report.repro import repro_commands, shrink_commands
 from harness.runtime.expect import Expectations
 
 pytestmark = pytest.mark.browser
@@ -170,8 +171,17 @@ def test_click_a_failing_cell_shows_its_diagnosis_and_reproduction(tab, real):
     assert detail.locator("pre.repro-nox").text_content() == nox
     assert detail.locator("pre.repro-python").text_content() == python
     assert key in {k for k, _ in pair}
+    # an expected failure is not offered a shrink (a regression or a mismatch is: below)
+    assert detail.locator("pre.shrink-nox").count() == 0
     detail.scroll_into_view_if_needed()
     tab.page.screenshot(path=str(_reports() / "report-browser.png"))
+    tab.page.locator("#rows tr.row.c-regression").first.click()
+    detail = tab.page.locator("#rows tr.detail")
+    key = tab.page.text_content("#rows tr.detail dl.cell dd code")
+    nox, python = shrink_commands(CPU_241, key)
+    assert detail.locator("pre.shrink-nox").text_content() == nox
+    assert detail.locator("pre.shrink-python").text_content() == python
+    assert tab.page.evaluate("i => window.__report.shrink(i)", int(detail.get_attribute("data-for"))) == [nox, python]
 
 
 def test_filters_live_in_the_url(tab, context, real):
@@ -239,6 +249,29 @@ def test_mismatch_and_generated_case_details(tab, mini):
     spec = tab.page.text_content("#rows pre.spec")
     assert '"name": "gen_7"' in spec and '"origin": "generated"' in spec
     assert "python -m harness replay spec.json" in tab.page.text_content("#rows tr.detail")
+
+
+def test_a_shrunk_cell_shows_its_shrink(tab, tmp_path):
+    exp = write_expectations(tmp_path)
+    write_record(tmp_path / "out" / "shrunk", record(*MISMATCH))
+    build_report([miniature(tmp_path / "R")], tmp_path / "out", expectations=exp)
+    tab.open((tmp_path / "out" / "index.html").as_uri())
+    # the section's link shows the cell, opened, with the shrink beside it
+    tab.page.click("#shrunk-section a.cells-link")
+    assert tab.rows() == ["mismatch"]
+    detail = tab.page.locator("#rows tr.detail")
+    assert detail.locator("pre.shrink-nox").text_content() == shrink_commands(*MISMATCH)[0]
+    shown = dict(zip(
+        detail.locator("dl.shrunk-result dt").all_text_contents(), detail.locator("dl.shrunk-result dd").all_text_contents(),
+    ))
+    assert shown["status"] == "done: no smaller candidate fails the same way"
+    assert shown["steps"] == "120 steps (9 accepted) in 3.0 s: 40.0 steps/s"
+    assert shown["load options"] == "apply=none;map_location=cpu;mmap=0;weights_only=default"
+    assert shown["reproduction"] == "spec.json · save.py · load.py · README.md"
+    # its links resolve, from the page, to the files beside the record
+    hrefs = detail.locator("dl.shrunk-result a").evaluate_all("as => as.map(a => a.href)")
+    assert len(hrefs) == 4 and all(Path(unquote(urlparse(h).path)).is_file() for h in hrefs)
+    assert [Path(unquote(urlparse(h).path)).name for h in hrefs] == ["spec.json", "save.py", "load.py", "README.md"]
 
 
 def _reports() -> Path:

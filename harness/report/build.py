@@ -19,6 +19,7 @@ from harness.report.jsonout import read_report, write_report_json
 from harness.report.junit import write_junit
 from harness.report.markdown import write_summary
 from harness.report.model import ReportModel, build_model
+from harness.report.shrunk import Shrunk, read_shrunk
 from harness.runtime.errors import InputError
 from harness.runtime.expect import Expectations
 from harness.runtime.progress import Progress
@@ -40,6 +41,7 @@ class ReportResult:
     baseline: Optional[BaselineDiff] = None
     bench: Optional[Bench] = None
     written: list[Path] = field(default_factory=list)
+    shrunk: Optional[Shrunk] = None  # the shrink records shown beside their cells
 
     def lines(self) -> list[str]:
         """What the CLI prints on stderr."""
@@ -57,6 +59,8 @@ class ReportResult:
             out.append(f"  ... and {len(self.model.conflicts) - 10} more conflicts (see results.json)")
         for w in self.model.warnings[:10]:
             out.append(f"  warning: {w}")
+        if self.shrunk is not None:
+            out.append(f"  {self.shrunk.line()}")
         out.append(f"  wrote {', '.join(str(self.out / name) for name in OUTPUTS)}")
         return out
 
@@ -83,7 +87,7 @@ def generated_time() -> str:
 def build_report(
     results: list[Path], out: Path, *,
     baseline: Optional[Path] = None, expectations: Optional[Path] = None, bench: Optional[Path] = None,
-    progress: bool = False, envs: Optional[list[str]] = None,
+    progress: bool = False, envs: Optional[list[str]] = None, shrunk: Optional[Path] = None,
 ) -> ReportResult:
     """Read `results` (folders), write the report into `out`, return what was found."""
     out = Path(out)
@@ -108,21 +112,23 @@ def build_report(
         bench_data = read_bench(Path(bench))
     elif (out / "bench.json").is_file():
         bench_data = read_bench(out / "bench.json", option="bench file")
+    # Shrink records (--shrunk DIR, or OUT/shrunk when it exists), tied to the cells read above.
+    shrunk_data = read_shrunk(Path(shrunk) if shrunk is not None else None, out, model)
     if bar:
         bar.advance(1)
     status = exit_status(model)
     when = generated_time()
-    result = ReportResult(model, totals(model.cells), status, out, diff, bench_data)
-    write_html(out / "index.html", model, generated=when, exit_status=status, baseline=diff, bench=bench_data)
+    result = ReportResult(model, totals(model.cells), status, out, diff, bench_data, shrunk=shrunk_data)
+    write_html(out / "index.html", model, generated=when, exit_status=status, baseline=diff, bench=bench_data, shrunk=shrunk_data)
     if bar:
         bar.advance(1)
-    write_report_json(out / "results.json", model, generated=when, exit_status=status, baseline=diff)
+    write_report_json(out / "results.json", model, generated=when, exit_status=status, baseline=diff, shrunk=shrunk_data)
     if bar:
         bar.advance(1)
     write_junit(out / "junit.xml", model)
     if bar:
         bar.advance(1)
-    write_summary(out / "summary.md", model, baseline=diff)
+    write_summary(out / "summary.md", model, baseline=diff, shrunk=shrunk_data)
     if bar:
         bar.advance(1)
         bar.close()

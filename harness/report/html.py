@@ -8,7 +8,9 @@ differences) are deduplicated into tables that the columns point into. The
 page's JavaScript decodes the columns, aggregates the matrix, the format
 view and the release grids itself (so filters apply to them), and renders
 the cell list a page at a time. Optional columns store index + 1, with 0
-meaning "none".
+meaning "none". Shrink records (`harness.report.shrunk`) travel as their
+rows of text, with a map from cell index to record; the page shows them in
+their section and beside their cells.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from harness.report.aggregate import (
 from harness.report.bench import Bench
 from harness.report.model import ReportModel, env_sort_key
 from harness.report.refactors import remap_summary
+from harness.report.shrunk import CODE_ROWS, Shrunk
 from harness.runtime.env import parse_label
 from harness.runtime.errors import InputError
 from harness.runtime.fileio import write_text
@@ -119,7 +122,7 @@ def _releases(envs: list[str], model: ReportModel) -> dict[str, Any]:
     }
 
 
-def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None) -> dict[str, Any]:
+def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None, shrunk: Optional[Shrunk] = None) -> dict[str, Any]:
     """The page's data: string table, typed columns and the deduplicated tables."""
     strings = _Table()
     s = strings.add
@@ -213,6 +216,10 @@ def pack(model: ReportModel, baseline: Optional[BaselineDiff] = None) -> dict[st
         "expectations": model.expectations,
         "specs": {name: model.cases[name] for name in sorted(failing_generated) if name in model.cases},
         "baseline": baseline is not None,
+        # Sparse: few cells are shrunk, and a column would cost every cell a byte.
+        "shrunk": [e.page() for e in shrunk.entries] if shrunk is not None else [],
+        "shrunkCells": {str(i): js for i, js in shrunk.by_cell().items()} if shrunk is not None else {},
+        "shrunkCode": list(CODE_ROWS),
         **_releases(envs, model),
     }
 
@@ -243,7 +250,7 @@ def _json_for_script(data: dict[str, Any]) -> str:
 
 def render_html(
     model: ReportModel, *, generated: str, exit_status: int,
-    baseline: Optional[BaselineDiff] = None, bench: Optional[Bench] = None,
+    baseline: Optional[BaselineDiff] = None, bench: Optional[Bench] = None, shrunk: Optional[Shrunk] = None,
 ) -> str:
     """The whole page as a string."""
     try:
@@ -271,11 +278,13 @@ def render_html(
         more_warnings=max(0, len(model.warnings) - _MAX_NOTICES),
         baseline=baseline,
         bench=bench,
+        shrunk=shrunk,
+        shrunk_code=CODE_ROWS,
         show_releases=shows_release_map(model.cells),
         verdict_legend=[(_verdict_class(v), VERDICT_SYMBOL[v], v.value) for v in Verdict],
         refactors=model.refactors,
         refactor_class=_REFACTOR_CLASS,
-        data_json=_json_for_script(pack(model, baseline)),
+        data_json=_json_for_script(pack(model, baseline, shrunk)),
     )
 
 

@@ -3,7 +3,9 @@
 This is the report's machine-readable form and the ``--baseline`` of the
 next run, so it is read back as well as written (`read_report`), and the
 round trip is tested. Cells are stored as result lines (`CellResult.to_dict`)
-judged by the expectations the report used.
+judged by the expectations the report used. ``shrunk`` lists the shrink
+records the report found (`harness.report.shrunk`; additive: it is not read
+back, and the schema stays).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from harness import __version__
 from harness.report.aggregate import BaselineDiff, totals
 from harness.report.merge import Conflict
 from harness.report.model import ReportModel
+from harness.report.shrunk import Shrunk
 from harness.runtime.errors import InputError
 from harness.runtime.fileio import read_json, write_text
 from harness.runtime.results import CellResult, line_key
@@ -34,7 +37,9 @@ def cell_dict(c: CellResult) -> dict[str, Any]:
     return d
 
 
-def report_dict(model: ReportModel, *, generated: str, exit_status: int, baseline: Optional[BaselineDiff] = None) -> dict[str, Any]:
+def report_dict(
+    model: ReportModel, *, generated: str, exit_status: int, baseline: Optional[BaselineDiff] = None, shrunk: Optional[Shrunk] = None,
+) -> dict[str, Any]:
     """The content of results.json."""
     return {
         "schema": REPORT_SCHEMA,
@@ -54,13 +59,17 @@ def report_dict(model: ReportModel, *, generated: str, exit_status: int, baselin
         "warnings": model.warnings,
         # Derived from the cells (read_report rebuilds it): per refactor, the remap and the migration's verdict.
         "refactors": [g.to_dict() for g in model.refactors],
+        # The shrink records found (--shrunk), each tied to its cell (target, key) when the report has it.
+        "shrunk": [e.to_dict() for e in shrunk.entries] if shrunk is not None else [],
         "cells": [cell_dict(c) for c in model.cells],
     }
 
 
-def write_report_json(path: Path, model: ReportModel, *, generated: str, exit_status: int, baseline: Optional[BaselineDiff] = None) -> None:
+def write_report_json(
+    path: Path, model: ReportModel, *, generated: str, exit_status: int, baseline: Optional[BaselineDiff] = None, shrunk: Optional[Shrunk] = None,
+) -> None:
     """Write results.json atomically; compact, since it holds every cell."""
-    data = report_dict(model, generated=generated, exit_status=exit_status, baseline=baseline)
+    data = report_dict(model, generated=generated, exit_status=exit_status, baseline=baseline, shrunk=shrunk)
     write_text(Path(path), json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
 
 

@@ -22,7 +22,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from harness.report.aggregate import Category, category, env_grid
 from harness.report.model import ReportModel
-from harness.report.repro import repro_commands
+from harness.report.repro import repro_commands, shrink_commands
 from harness.runtime.fileio import write_text
 from harness.runtime.results import CellResult
 
@@ -59,7 +59,7 @@ def _describe(d: object) -> str:
 
 
 def _body(r: CellResult, key: str) -> str:
-    """What a CI tool shows under a failed test: detail, error, diagnosis, differences, notes, reproduction."""
+    """What a CI tool shows under a failed test: detail, error, diagnosis, differences, notes, reproduction, shrink."""
     lines = [f"cell: {key}", f"source: {r.source}", f"target: {r.target}", f"outcome: {r.outcome.value}", f"detail: {r.detail}"]
     if r.error:
         lines.append(f"error: {r.error.get('type', '')}: {str(r.error.get('message', ''))[:_MAX_ERROR]}")
@@ -70,6 +70,8 @@ def _body(r: CellResult, key: str) -> str:
     lines.extend(f"note: {n}" for n in r.notes[:20])
     nox, python = repro_commands(r.target, key)
     lines += [f"reproduce: {nox}", f"       or: {python}"]
+    # A failed test is a regression or a mismatch: each can be shrunk to a plain-torch reproduction.
+    lines.append(f"shrink: {shrink_commands(r.target, key)[0]}")
     return "\n".join(lines)
 
 

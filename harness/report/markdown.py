@@ -3,8 +3,9 @@
 The verdict, the env matrix with counts, the release map (when the run
 spans enough torch releases), one line per refactor (model code changed
 between save and load: the migration's verdict and the remap), the top failures with the command that
-reproduces each, the baseline movement and anything that needs a look
-(conflicts, warnings). Everything else is in index.html.
+reproduces each and the one that shrinks each, the shrunk failures (one
+line per shrink record), the baseline movement and anything that needs a
+look (conflicts, warnings). Everything else is in index.html.
 
 `release_map_markdown` renders the release map alone, so a compatibility
 map can be pasted into a README.
@@ -30,14 +31,16 @@ from harness.report.aggregate import (
 )
 from harness.report.model import ReportModel
 from harness.report.refactors import VARIANT, RefactorGroup
-from harness.report.repro import repro_commands
+from harness.report.repro import repro_commands, shrink_commands
+from harness.report.shrunk import Shrunk, ShrunkEntry
 from harness.runtime.fileio import write_text
 from harness.runtime.format_names import FORMAT_NAMES
 from harness.runtime.results import CellResult
 
-__all__ = ["refactor_lines", "release_map_markdown", "summary_markdown", "write_summary"]
+__all__ = ["refactor_lines", "release_map_markdown", "shrunk_lines", "summary_markdown", "write_summary"]
 
 TOP = 10
+TOP_SHRUNK = 20  # shrink records listed; results.json has all
 _ORDER = ("pass", "expected", "regression", "mismatch", "skip")
 _ICON = {None: "·", "pass": "✅", "skip": "⏭️", "error": "❌", "timeout": "⌛", "crash": "💥", "mismatch": "🟥"}
 
@@ -107,7 +110,31 @@ def refactor_lines(groups: list[RefactorGroup]) -> list[str]:
     return out
 
 
-def summary_markdown(model: ReportModel, *, baseline: Optional[BaselineDiff] = None, report_name: str = "index.html") -> str:
+def shrunk_lines(entries: list[ShrunkEntry]) -> list[str]:
+    """One list item per shrink record: the cell, the status, initial → final, the reproduction's files."""
+    def text(value: str, limit: int = 160) -> str:  # one line, cut; a list item, not a table: pipes stay
+        value = " ".join(str(value).split()).replace("`", "'")
+        return value if len(value) <= limit else value[: limit - 1] + "…"
+
+    out = []
+    for e in entries[:TOP_SHRUNK]:
+        r = e.record
+        where = "" if e.cell is not None else " (not among this report's cells)"
+        parts = [text(e.summary_line(), 300)]
+        if e.files:
+            names = ", ".join(text(f.name) + ("" if f.exists else " (missing)") for f in e.files)
+            parts.append(f"`{text(e.folder, 300)}/`: {names}")
+        if e.problem is not None or not e.files:
+            parts.append("no plain-torch reproduction" + (f": {text(e.problem)}" if e.problem else ""))
+        out.append(f"- `{text(r.target)}` `{text(r.key, 300)}`{where}: " + "; ".join(parts))
+    if len(entries) > TOP_SHRUNK:
+        out.append(f"- and {len(entries) - TOP_SHRUNK} more in results.json")
+    return out
+
+
+def summary_markdown(
+    model: ReportModel, *, baseline: Optional[BaselineDiff] = None, report_name: str = "index.html", shrunk: Optional[Shrunk] = None,
+) -> str:
     """The whole summary."""
     t = totals(model.cells)
     lines = []
@@ -148,6 +175,16 @@ def summary_markdown(model: ReportModel, *, baseline: Optional[BaselineDiff] = N
         key, r = failing[0]
         nox, python = repro_commands(r.target, key)
         lines += ["", "Reproduce the first one (in the target env):", "", "```sh", nox, python, "```"]
+        # Every listed failure's shrink command; one shrunk already says so (its record is listed below).
+        status = {(e.record.target, e.record.key): e.record.status for e in (shrunk.entries if shrunk is not None else [])}
+        lines += ["", "Shrink each to its smallest case and a plain-torch reproduction (the envs of `nox -s roundtrip`):", "", "```sh"]
+        for key, r in failing:
+            done = status.get((r.target, key))
+            lines.append(shrink_commands(r.target, key)[0] + (f"  # shrunk: {done}" if done else ""))
+        lines.append("```")
+    if shrunk is not None and shrunk.entries:
+        lines += ["", f"### Shrunk failures ({len(shrunk.entries)})", ""]
+        lines += shrunk_lines(shrunk.entries)
     if baseline is not None:
         lines += [
             "", "### Since the baseline", "",
@@ -158,6 +195,6 @@ def summary_markdown(model: ReportModel, *, baseline: Optional[BaselineDiff] = N
     return "\n".join(lines) + "\n"
 
 
-def write_summary(path: Path, model: ReportModel, *, baseline: Optional[BaselineDiff] = None) -> None:
+def write_summary(path: Path, model: ReportModel, *, baseline: Optional[BaselineDiff] = None, shrunk: Optional[Shrunk] = None) -> None:
     """Write summary.md atomically."""
-    write_text(Path(path), summary_markdown(model, baseline=baseline))
+    write_text(Path(path), summary_markdown(model, baseline=baseline, shrunk=shrunk))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from harness.runtime.env import parse_label
 from harness.runtime.errors import InputError
 
-__all__ = ["NOX_SESSION", "repro_commands", "shell_quote"]
+__all__ = ["NOX_SESSION", "repro_commands", "shell_quote", "shrink_commands"]
 
 
 def shell_quote(text: str) -> str:
@@ -46,4 +46,18 @@ def repro_commands(target: str, key: str) -> tuple[str, str]:
     cell = shell_quote(key)
     nox = f"nox -s \"{NOX_SESSION.format(target=target)}\" --{_numpy_flag(target)} --cell {cell}"
     python = f"python -m harness load --artifacts reports/artifacts --results /tmp/repro{_device_flag(target)} --cell {cell}"
+    return nox, python
+
+
+def shrink_commands(target: str, key: str) -> tuple[str, str]:
+    """(nox command, python command) that shrink the failing cell `key` of env `target`.
+
+    nox finds the source and target envs that ``nox -s roundtrip`` made; the
+    python form runs where the harness is installed, given the interpreters
+    of the two envs.
+    """
+    cell, env = shell_quote(key), shell_quote(target)
+    nox = f"nox -s shrink -- {cell} --target {env}"
+    python = (f"python -m harness shrink --results reports/results --target {env} --cell {cell} "
+              "--source-python SOURCE_ENV/bin/python --target-python TARGET_ENV/bin/python")
     return nox, python

@@ -120,6 +120,9 @@ _FRAME = re.compile(r"\s*(frame #\d+:|<omitting python frames>)")
 class Child:
     """A running ``python -m MODULE ARGS...`` child, talking JSON lines.
 
+    `python` is the interpreter (default: this one); another env's
+    interpreter runs this checkout's harness with that env's torch.
+
     `own_session` puts the child in a process group of its own, so that
     `stop` also reaches whatever the child spawned (check's trusted loads
     run a file's code). The child's stderr goes to a temporary file, read
@@ -134,13 +137,16 @@ class Child:
         cwd: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
         own_session: bool = False,
+        python: Optional[str] = None,
     ) -> None:
         full_env = dict(os.environ if env is None else env)
-        if cwd is not None:  # started elsewhere, it must still import this harness, not another
+        # Started elsewhere, or by another env's interpreter (a shrink's
+        # source and target envs), it must still run this harness, not another.
+        if cwd is not None or python is not None:
             full_env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), full_env.get("PYTHONPATH", "")) if p)
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
+            [python or sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             start_new_session=own_session, bufsize=0,
         )

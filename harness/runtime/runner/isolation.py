@@ -22,18 +22,22 @@ WorkerTimeout = ChildTimeout
 
 
 class Worker:
-    """A running load worker for one device, started again after each death."""
+    """A running load worker for one device, started again after each death.
 
-    def __init__(self, device: str, env: Optional[Mapping[str, str]] = None) -> None:
+    `python`: the interpreter of the env it runs in (default: this one).
+    """
+
+    def __init__(self, device: str, env: Optional[Mapping[str, str]] = None, python: Optional[str] = None) -> None:
         self.device = device
         self.env = env
+        self.python = python
         self.child: Optional[Child] = None
         self.hello: Message = {}
 
     def start(self) -> Message:
         """Start a worker and wait for its hello; InputError if it cannot start in this env."""
         self.stop()
-        self.child = Child("harness.runtime.runner.worker", [self.device], env=self.env)
+        self.child = Child("harness.runtime.runner.worker", [self.device], env=self.env, python=self.python)
         try:
             message = self.child.read(STARTUP_TIMEOUT)
         except (ChildDied, ChildTimeout, ChildGarbled) as e:

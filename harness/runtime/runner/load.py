@@ -35,7 +35,7 @@ from harness.runtime.results import CellResult, EnvSidecar, Outcome, line_key
 from harness.runtime.runner.isolation import Worker, WorkerDied, WorkerTimeout
 from harness.runtime.store import ArtifactRef, ResultsWriter, discover_artifacts, read_results
 
-__all__ = ["Filters", "LoadSummary", "load_phase", "refactor_tagged", "refactor_variants"]
+__all__ = ["Filters", "LoadSummary", "load_phase", "refactor_tagged", "refactor_variants", "run_cells"]
 
 
 
@@ -338,15 +338,26 @@ def _write_sidecar(
 
 def _run_artifact(worker: Worker, art: _Artifact, cells: list[CellResult], record: Callable[[CellResult], None], timeout: float) -> None:
     """Run `cells` of one artifact; crash or timeout costs one cell and a new worker."""
-    cell: Optional[CellResult]
     if art.planned_skip:
         for cell in cells:
             record(cell)
         return
+    run_cells(worker, art.ref.directory, cells, record, timeout)
+
+
+def run_cells(worker: Worker, directory: Path, cells: list[CellResult], record: Callable[[CellResult], None], timeout: float) -> None:
+    """Run `cells` of the artifact in `directory` on `worker`, recording each result in order.
+
+    A cell that kills the worker is a ``crash`` (diagnosed from the worker's
+    last words) and one that outlives `timeout` a ``timeout``; either costs
+    that cell and a new worker, and the cells after it still run. The load
+    phase and a shrink's steps run cells through here.
+    """
+    cell: Optional[CellResult]
     remaining = list(cells)
     while remaining:
         first = remaining[0]
-        request = {"artifact": str(art.ref.directory.resolve()), "source": first.source, "cells": [c.to_dict() for c in remaining]}
+        request = {"artifact": str(Path(directory).resolve()), "source": first.source, "cells": [c.to_dict() for c in remaining]}
         try:
             worker.send(request)
             while remaining:

@@ -23,7 +23,7 @@ import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from harness.runtime.child import forbid_core_files, protocol_stream, send
 
@@ -72,7 +72,7 @@ class _Cache:
         self.device = device
         self.size = size
         self.manifests: OrderedDict[str, Manifest] = OrderedDict()
-        self.contexts: OrderedDict[tuple[str, str], CaseContext] = OrderedDict()
+        self.contexts: OrderedDict[tuple[str, str, str], CaseContext] = OrderedDict()
 
     def _lru(self, table: OrderedDict[_K, _V], key: _K, make: Callable[[], _V]) -> _V:
         if key in table:
@@ -89,10 +89,12 @@ class _Cache:
 
         return self._lru(self.manifests, str(path), lambda: Manifest.from_dict(read_json(path)))
 
-    def context(self, source: str, case: str, spec: dict[str, Any]) -> CaseContext:
+    def context(self, source: str, manifest: Manifest) -> CaseContext:
         from harness.runtime.runner.cell import CaseContext
 
-        return self._lru(self.contexts, (source, case), lambda: CaseContext(spec, self.device))
+        # Keyed by the spec too: a shrink sends spec after spec under one case name.
+        key = (source, manifest.case, manifest.spec_digest)
+        return self._lru(self.contexts, key, lambda: CaseContext(manifest.spec, self.device))
 
 
 def _warm_up() -> None:
@@ -135,7 +137,7 @@ def serve(device: str) -> int:
         directory = Path(request["artifact"])
         manifest = cache.manifest(directory / "manifest.json")
         fmt = get(manifest.format)
-        ctx = cache.context(request["source"], manifest.case, manifest.spec)
+        ctx = cache.context(request["source"], manifest)
         reference = directory.parent / "reference.bin"
         for cell in request["cells"]:
             base = CellResult.from_dict(cell)
