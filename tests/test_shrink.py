@@ -169,3 +169,58 @@ def test_shrink_command_errors_are_one_line_exit_2(tmp_path, cli):
     assert done.returncode == 2 and "is not a folder" in done.stderr
     done = cli("shrink", "--results", str(res), "--cell", "a|b|c|d", "--max-steps", "0")
     assert done.returncode == 2 and "--max-steps" in done.stderr
+
+
+def test_an_out_folder_that_is_not_a_shrinks_is_refused_untouched(tmp_path, cli):
+    src = "torch-2.4.1-py3.11-cpu"
+    res = _results(tmp_path, [{"source": src, "case": "bad", "load": {}, "outcome": "mismatch"}], cases={"bad": SPEC})
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    done = cli("shrink", "--results", str(res), "--cell", f"{src}|bad|state_dict|default", "--out", str(precious))
+    assert done.returncode == 2 and "is not a shrink's folder" in done.stderr
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow  # starts both workers (each imports torch)
+def test_a_worker_that_is_not_the_cells_env_is_refused_before_the_folder_is_made(tmp_path, cli):
+    """This interpreter runs torch 2.15 on Python 3.11; the cell names another torch: one line, exit 2, no folder."""
+    src = "torch-1.4.0-py3.8-cpu"
+    res = _results(tmp_path, [{"source": src, "case": "bad", "load": {}, "outcome": "mismatch"}], cases={"bad": SPEC})
+    out = tmp_path / "out"
+    done = cli("shrink", "--results", str(res), "--cell", f"{src}|bad|state_dict|default", "--out", str(out), "-q")
+    assert done.returncode == 2, done.stderr
+    assert "--source-python" in done.stderr and "is not the source env" in done.stderr and "1.4.0" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_generated_and_curated_specs_shrink_alike(curated_specs):
+    """Every candidate of every curated case and of generated ones is a valid spec, strictly smaller, and new."""
+    from harness.strategies.corpus import generate_specs
+
+    specs = [*curated_specs.values(), *generate_specs(25, seed=11)]
+    for spec in specs:
+        data = normalized(spec.to_dict())
+        before = size(data, LOAD)
+        seen = set()
+        for c in candidates(data, LOAD):
+            Spec.from_dict(c.spec)
+            assert size(c.spec, c.load) < before, (spec.name, c.change)
+            key = canonical(c.spec, c.load)
+            assert key not in seen, (spec.name, c.change)
+            seen.add(key)
+
+
+def test_sigterm_stops_a_shrink_as_ctrl_c_does():
+    """A cancelled CI job sends SIGTERM: the shrink must see it as KeyboardInterrupt, and keep its best case."""
+    import os
+    import signal
+
+    from harness.shrink.shrinker import sigterm_interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 0.1)  # let the handler run
+    assert signal.getsignal(signal.SIGTERM) == before

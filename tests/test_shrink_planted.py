@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ import pytest
 from harness.runtime.load_options import LoadOptions
 from harness.runtime.spec import Spec
 from harness.shrink import ShrinkRequest, shrink_cell
+from harness.shrink.envs import EnvPair
 from harness.shrink.plant import planted_python
 from harness.shrink.record import ShrinkRecord
 
@@ -154,28 +153,31 @@ def test_same_cell_and_seed_shrink_the_same_way_and_max_steps_bounds_it(planted)
     assert (work / "bounded1" / "spec.json").read_text() == (work / "bounded2" / "spec.json").read_text()
 
 
-def test_an_interrupted_shrink_keeps_the_best_case_so_far(planted):
+def test_an_interrupted_shrink_keeps_the_best_case_so_far(planted, cli, monkeypatch):
+    """Ctrl-C at step 12 (as the terminal delivers it: KeyboardInterrupt): exit 130, the best case of steps 1-11 written."""
     results, source_python, target_python, work = planted
     key = _key(_source(results), "planted_big", START)
     out = work / "interrupted"
-    env = {**os.environ, "TORCH_ROUNDTRIP_PLAIN": "1"}
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "shrink", "--results", str(results), "--cell", key, "--out", str(out),
-                             "--source-python", source_python, "--target-python", target_python],
-                            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    # spec.json appears with the first step (the cell reproduced); let a few more steps run, then Ctrl-C.
-    while time.monotonic() < deadline and proc.poll() is None and not (out / "spec.json").exists():
-        time.sleep(0.1)
-    time.sleep(1.0)
-    assert proc.poll() is None, "the shrink ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    real_run = EnvPair.run
+    steps = []
+
+    def run(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 12:
+            raise KeyboardInterrupt
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(EnvPair, "run", run)
+    done = cli("shrink", "--results", str(results), "--cell", key, "--out", str(out),
+               "--source-python", source_python, "--target-python", target_python, "-q")
+    assert done.returncode == 130, done.stderr
     record = ShrinkRecord.from_dict(json.loads((out / "shrink.json").read_text()))
-    assert record.status == "interrupted"
+    assert record.status == "interrupted" and record.steps == 12
+    assert record.accepted >= 3 and all(h["step"] < 12 for h in record.history)
     Spec.from_dict(json.loads((out / "spec.json").read_text()))  # the best case so far is a whole spec
-    assert (out / "load.py").exists() or "problem" in record.repro
+    assert record.final and record.final != record.initial and record.observed["outcome"] == "mismatch"
+    assert record.repro.get("load") == "load.py" and (out / "load.py").exists()
+    assert not (out / ".steps").exists()
 
 
 def test_a_user_case_is_not_shrunk_but_still_reproduced(tmp_path, cli):

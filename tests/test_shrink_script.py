@@ -425,6 +425,15 @@ def test_a_user_case_imports_its_factory_and_round_trips(user_case, tmp_path):
     assert "user case" in readme and "repro_tiny_models:make" in readme and "cannot be written out" in readme
 
 
+def test_a_reproduction_holds_only_the_helpers_its_case_runs(cases, tmp_path):
+    """The helpers serve every format; a state_dict repro has none of torch.export's, a torch.export one has them."""
+    plain = repro(tmp_path / "plain", cases["tied_half"], "state_dict", RAW)
+    exported = repro(tmp_path / "exported", cases["tied_half"], "exported", LoadOptions(), FORWARD)
+    assert "def program_tensors" not in (plain / "load.py").read_text()
+    assert "def program_tensors" in (exported / "load.py").read_text()
+    assert "def build_model" in (plain / "save.py").read_text()
+
+
 def test_the_readme_is_an_upstream_issue(cases, tmp_path):
     folder = repro(tmp_path / "r", cases["tied_half"], "state_dict", STRICT)
     readme = (folder / "README.md").read_text()

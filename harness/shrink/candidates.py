@@ -480,10 +480,13 @@ def candidates(spec: dict[str, Any], load: dict[str, Any], seed: int = 0) -> Ite
         return
     current = size(spec, load)
     rng = random.Random(seed) if seed else None
+    seen: set[str] = set()  # two changes may give one case (either dim of a [2, 2] dropped)
     for make in _PASSES:
         batch = list(make(spec, load))
         if rng is not None:
             rng.shuffle(batch)
         for candidate in batch:
-            if size(candidate.spec, candidate.load) < current and _valid(candidate):
+            key = canonical(candidate.spec, candidate.load)
+            if key not in seen and size(candidate.spec, candidate.load) < current and _valid(candidate):
+                seen.add(key)
                 yield candidate

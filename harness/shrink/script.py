@@ -90,8 +90,8 @@ def write_repro(
         raise ReproUnsupported(f"{artifact}: the artifact is of format {manifest.get('format')!r}, not the cell's {fmt}")
     cell = _Cell(spec, fmt, options, artifact, manifest, envs, signature)
     model_code, class_name, module_files = _model_code(cell)
-    save_src = _save_script(cell, model_code, module_files)
-    load_src = _load_script(cell, model_code, class_name)
+    save_src = _unused_helpers_dropped(_save_script(cell, model_code, module_files))
+    load_src = _unused_helpers_dropped(_load_script(cell, model_code, class_name))
     for name, src in ((SAVE_NAME, save_src), (LOAD_NAME, load_src)):
         _check_script(name, src, allowed_harness=_factory_module(spec))
     readme = _readme(cell, observed, key, command, class_name)
@@ -212,6 +212,37 @@ def _model_code(cell: _Cell) -> tuple[str, str, dict[str, str]]:
     except PlainUnsupported as e:
         raise ReproUnsupported(str(e)) from None
     return plain.code, plain.class_name, dict(plain.module_files)
+
+
+def _unused_helpers_dropped(src: str) -> str:
+    """`src` without the top-level functions nothing in it uses.
+
+    The helpers are shared by every format and option; a reproduction for an
+    upstream issue should hold only what its case runs. A function is kept
+    when a module-level statement, a class or a kept function names it;
+    classes are always kept (a pickle names them, not the code).
+    """
+    tree = ast.parse(src)
+    defs: dict[str, ast.AST] = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+
+    def named(node: ast.AST) -> set[str]:
+        return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} | {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+
+    todo = [name for n in tree.body if not isinstance(n, ast.FunctionDef) for name in named(n) | {getattr(n, "name", "")} if name in defs]
+    kept: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name not in kept:
+            kept.add(name)
+            todo += [other for other in named(defs[name]) if other in defs and other not in kept]
+    lines = src.splitlines(keepends=True)
+    for name in sorted(set(defs) - kept, key=lambda n: -getattr(defs[n], "lineno", 0)):
+        node = defs[name]
+        assert isinstance(node, ast.FunctionDef)
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+        last = node.end_lineno or node.lineno
+        del lines[first:last]
+    return re.sub(r"\n{4,}", "\n\n\n", "".join(lines))
 
 
 def _check_script(name: str, src: str, allowed_harness: Optional[str]) -> None:

@@ -33,10 +33,10 @@ from harness.runtime.results import CellResult, cell_key
 from harness.runtime.store import read_results
 from harness.shrink.candidates import EXTRA_LISTS, candidates, canonical, normalized
 from harness.shrink.envs import EnvPair, Step
-from harness.shrink.record import ShrinkRecord, record_dir
+from harness.shrink.record import RECORD_NAME, ShrinkRecord, record_dir
 from harness.shrink.signature import Signature, tensor_kinds
 
-__all__ = ["ShrinkRequest", "find_cell", "shrink_cell"]
+__all__ = ["ShrinkRequest", "find_cell", "shrink_cell", "sigterm_interrupts"]
 
 _FAILURES = ("mismatch", "error", "crash", "timeout")
 
@@ -170,7 +170,7 @@ class _Reporter:
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM (a CI job cancelled) stops a shrink as Ctrl-C does: the best case is still written."""
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -248,9 +248,7 @@ def shrink_cell(request: ShrinkRequest, *, progress: bool = True) -> ShrinkRecor
     """Shrink one failing cell; writes the folder (`ShrinkRecord`, spec.json, the reproduction) and returns the record."""
     cell, spec = find_cell(Path(request.results), request.key, request.target)
     out = Path(request.out) if request.out else record_dir(Path(request.results).resolve().parent / "shrunk", cell.target, request.key)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    _check_out(out)
     envs = Path(request.envs) if request.envs else Path(request.results).resolve().parent / "envs"
     source_python = _interpreter(request.source_python, cell.source, envs)
     target_python = _interpreter(request.target_python, cell.target, envs)
@@ -260,9 +258,12 @@ def shrink_cell(request: ShrinkRequest, *, progress: bool = True) -> ShrinkRecor
     shrink = _Shrink(request, cell, spec, out, pair)
     status = "running"
     try:
-        with _sigterm_interrupts():
+        with sigterm_interrupts():
             try:
-                pair.start()
+                pair.start()  # before the folder is touched: a wrong interpreter leaves nothing behind
+                if out.exists():
+                    shutil.rmtree(out)
+                out.mkdir(parents=True)
                 shrink.startup_seconds = time.monotonic() - shrink.started
                 shrink.started = time.monotonic()
                 status = _search(shrink, reporter)
@@ -273,10 +274,18 @@ def shrink_cell(request: ShrinkRequest, *, progress: bool = True) -> ShrinkRecor
         reporter.close()
         shrink.clean_steps()
     record = _record(shrink, status, source_python, target_python)
+    out.mkdir(parents=True, exist_ok=True)  # interrupted while the workers started: the record still says so
     if shrink.best is not None:
         record.repro = _write_repro(shrink, record)
     record.write(out)
     return record
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that holds anything but an earlier shrink: a shrink replaces its folder whole."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / RECORD_NAME).exists())):
+        msg = f"--out {out} exists and is not a shrink's folder (no {RECORD_NAME} in it): give a new or empty folder"
+        raise InputError(msg)
 
 
 def _interpreter(given: Optional[str], label: str, envs: Path) -> str:
