@@ -45,8 +45,8 @@ from harness.runtime.dtypes import (
     to_dtype,
 )
 from harness.runtime.errors import FactoryUnavailable, InputError, SpecError, Unsupported
-from harness.runtime.layers import KINDS, Sig, input_shape
-from harness.runtime.spec import CONTAINERS, Spec, child_items
+from harness.runtime.layers import KINDS, input_shape
+from harness.runtime.spec import CONTAINERS, Spec, child_items, input_signatures
 from harness.runtime.storage import reinterpret, storage_span, untyped_storage
 
 __all__ = [
@@ -104,21 +104,6 @@ def _plan(node: dict[str, Any], path: str = "") -> tuple:
         children = tuple(_plan(c, f"{path}.{n}" if path else n) for n, c in child_items(node))
         return ("chain" if kind == "sequential" else "parallel", children)
     return ("leaf", path, KINDS[kind].call)
-
-
-def _input_sigs(node: dict[str, Any]) -> list[Sig]:
-    """Signatures of the forward inputs, in the order the forward takes them."""
-    kind = node["kind"]
-    if kind in ("module_list", "module_dict"):
-        out: list[Sig] = []
-        for child in node["children"]:
-            out.extend(_input_sigs(child))
-        return out
-    while node["kind"] == "sequential":
-        node = node["children"][0]
-    layer = KINDS[node["kind"]]
-    fields = {f.name: node.get(f.name, f.default) for f in layer.fields}
-    return [layer.natural_input(fields, node.get("dtype", "float32"))]
 
 
 def _construct(node: dict[str, Any], where: str) -> nn.Module:
@@ -513,7 +498,7 @@ def make_inputs(spec: Spec, device: str = "cpu") -> tuple[torch.Tensor, ...]:
     bytes, and loads read them back from the reference file.
     """
     out = []
-    for k, sig in enumerate(_input_sigs(spec.data["model"])):
+    for k, sig in enumerate(input_signatures(spec.data["model"])):
         g = torch.Generator().manual_seed(spec.seed * 1009 + k)
         shape = input_shape(sig, spec.data["batch"])
         if sig[0] == "tokens":

@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Dict, Optional, TextIO
+from typing import IO, Any, Callable, Dict, Optional, TextIO
 
 __all__ = [
     "Child",
@@ -42,6 +42,7 @@ __all__ = [
     "forbid_core_files",
     "protocol_stream",
     "send",
+    "serve_device",
 ]
 
 #: One protocol message: a JSON object.
@@ -107,6 +108,15 @@ def send(stream: TextIO, message: Message) -> None:
 
 
 # -- the parent's side ---------------------------------------------------------
+
+
+def serve_device(serve: Callable[[str], int]) -> int:
+    """A worker's main: `serve` the device named by its one argument (default cpu) until the parent goes away."""
+    device = sys.argv[1] if len(sys.argv) > 1 else "cpu"
+    try:
+        return serve(device)
+    except BrokenPipeError:  # the parent went away: nothing left to report to
+        return 0
 
 
 def _package_root() -> str:

@@ -86,6 +86,7 @@ __all__ = [
     "Spec",
     "chain_signature",
     "child_items",
+    "input_signatures",
     "load_specs",
     "module_paths",
     "walk_leaves",
@@ -305,6 +306,25 @@ def chain_signature(node: dict[str, Any], where: str, sig: Optional[Sig]) -> Sig
     if not kind.accepts(fields, sig) or (kind.has_params and dtype != sig[2] and sig[0] != "tokens"):
         raise SpecError(where, f"{kind.name} does not accept the previous output {sig[0]}[{sig[1]}] of dtype {sig[2]}")
     return kind.output(fields, (sig[0], sig[1], dtype if sig[0] == "tokens" else sig[2]))
+
+
+def input_signatures(node: dict[str, Any]) -> list[Sig]:
+    """Signatures of a (validated) model's forward inputs, in the order its forward takes them.
+
+    A ``module_list`` or ``module_dict`` takes one input per child; a chain
+    takes its first leaf's natural input. The builder makes its synthetic
+    inputs from these, and a reproduction's plain code writes the same.
+    """
+    if node["kind"] in ("module_list", "module_dict"):
+        out: list[Sig] = []
+        for child in node["children"]:
+            out.extend(input_signatures(child))
+        return out
+    while node["kind"] == "sequential":
+        node = node["children"][0]
+    layer = KINDS[node["kind"]]
+    fields = {f.name: node.get(f.name, f.default) for f in layer.fields}
+    return [layer.natural_input(fields, node.get("dtype", "float32"))]
 
 
 def _validate_node(node: Any, where: str, depth: int = 0, chained: bool = False) -> None:

@@ -51,7 +51,7 @@ from harness.runtime.dtypes import (
 from harness.runtime.errors import SpecError
 from harness.runtime.layers import KINDS, input_shape
 from harness.runtime.manifest import Manifest, Reference, TensorRecord, View
-from harness.runtime.spec import CONTAINERS, MOVED_PREFIX, Spec, child_items
+from harness.runtime.spec import CONTAINERS, MOVED_PREFIX, Spec, child_items, input_signatures
 
 __all__ = ["POISON", "PlainModel", "PlainUnsupported", "plain_model"]
 
@@ -815,7 +815,7 @@ def _inputs_source(manifest: Manifest, reference: Path, spec: Spec, notes: list[
 
 
 def _drawn_inputs(spec: Spec, head: list[str]) -> str:
-    sigs = _input_sigs(spec.data["model"])
+    sigs = input_signatures(spec.data["model"])
     head.append('    """The inputs the harness draws for this case (builder.make_inputs): seeded, from torch\'s own generator."""')
     head.append("    inputs = []")
     for k, sig in enumerate(sigs):
@@ -829,20 +829,6 @@ def _drawn_inputs(spec: Spec, head: list[str]) -> str:
             head.append(f"    inputs.append(torch.randn({shape!r}, generator=g).to(torch.{sig[2]}))")
     head.append("    return tuple(inputs)")
     return "\n".join(head) + "\n"
-
-
-def _input_sigs(node: dict[str, Any]) -> list[tuple[str, int, str]]:
-    """builder's input signatures, in the order the forward takes them."""
-    if node["kind"] in ("module_list", "module_dict"):
-        out: list[tuple[str, int, str]] = []
-        for child in node["children"]:
-            out.extend(_input_sigs(child))
-        return out
-    while node["kind"] == "sequential":
-        node = node["children"][0]
-    layer = KINDS[node["kind"]]
-    fields = {f.name: node.get(f.name, f.default) for f in layer.fields}
-    return [layer.natural_input(fields, node.get("dtype", "float32"))]
 
 
 # -- the whole file -----------------------------------------------------------

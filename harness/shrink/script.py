@@ -680,22 +680,7 @@ def call_factory():
     return made, inputs
 
 
-def make_training(model):
-    """The optimizer and LR scheduler the harness trains a case with."""
-    seen, params = set(), []
-    for p in model.parameters():
-        if id(p) not in seen and p.requires_grad:
-            seen.add(id(p))
-            params.append(p)
-    lr = float((TRAIN or {}).get("lr", 1e-3))
-    name = (TRAIN or {}).get("optimizer", "adam")
-    if name == "sgd":
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
-    elif name == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=lr)
-    else:
-        optimizer = torch.optim.Adam(params, lr=lr)
-    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5)
+@@TRAINING@@
 
 
 def train(model, inputs):
@@ -740,7 +725,8 @@ def new_model():
             if t.layout == torch.strided and t.device.type == "cpu" and storage_key(t) not in keep:
                 ctypes.memset(t.data_ptr(), POISON_BYTE, t.numel() * t.element_size())
     return model
-''', MODULE=module, FUNCTION=function, SEED=repr(spec.seed), TRAIN=repr(train) if train else "None")
+''', MODULE=module, FUNCTION=function, SEED=repr(spec.seed), TRAIN=repr(train) if train else "None",
+                 TRAINING=_training_code(train or {}))
 
 
 # --------------------------------------------------------------------------
@@ -1413,6 +1399,11 @@ _RESUME_LOAD = r'''    model.load_state_dict(ckpt["model"], strict=True)
     return tensors, values, model, ()
 '''
 
+def _training_code(train: dict[str, Any]) -> str:
+    """`make_training` for the case's optimizer and learning rate: one spelling for a spec'd case and a user case."""
+    return f"\nOPTIMIZER = {train.get('optimizer', 'adam')!r}\nLR = {float(train.get('lr', 1e-3))!r}\n" + _MAKE_TRAINING
+
+
 _MAKE_TRAINING = r'''
 
 def make_training(model):
@@ -1658,8 +1649,8 @@ def _load_script(cell: _Cell, model_code: str, class_name: str) -> str:
         body += _fill(_META_MODEL, BUILD=_meta_build(cell, code, class_name))
     if cell.apply == "resume":
         train = cell.spec.data.get("train") or {}
-        if not cell.user:  # a user case's code has its own make_training
-            body += f"\nOPTIMIZER = {train.get('optimizer', 'adam')!r}\nLR = {float(train.get('lr', 1e-3))!r}\n" + _MAKE_TRAINING
+        if not cell.user:  # a user case's code has its make_training already (`_factory_code`)
+            body += _training_code(train)
         body += _CANONICAL
     body += "\n\ndef load():\n"
     body += f'    """Load {cell.filename} as the cell does; (tensors, values, module for the forward, names not compared)."""\n'

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import signal
 import sys
@@ -30,6 +31,7 @@ from harness.runtime.errors import InputError
 from harness.runtime.fileio import read_json, write_text
 from harness.runtime.load_options import LoadOptions
 from harness.runtime.results import CellResult, cell_key
+from harness.runtime.spec import module_paths
 from harness.runtime.store import read_results
 from harness.shrink.candidates import EXTRA_LISTS, candidates, canonical, normalized
 from harness.shrink.envs import EnvPair, Step
@@ -109,20 +111,9 @@ def _sizes(spec: dict[str, Any], load: dict[str, Any], manifest: dict[str, Any])
     views = manifest.get("views") or {}
     view: dict[str, Any] = views.get("file") or next(iter(views.values()), {})
     tensors = view.get("tensors") or []
-    elements = 0
-    for t in tensors:
-        n = 1
-        for d in t.get("shape") or []:
-            n *= d
-        elements += n
-    modules = 0
-    stack = [spec["model"]] if "model" in spec else []
-    while stack:
-        node = stack.pop()
-        modules += 1
-        stack.extend(node.get("children", []))
+    elements = sum(math.prod(t.get("shape") or []) for t in tensors)
     return {
-        "modules": modules, "tensors": len(tensors), "elements": elements,
+        "modules": len(module_paths(spec["model"])) if "model" in spec else 0, "tensors": len(tensors), "elements": elements,
         "extras": sum(len(spec.get(k, [])) for k in EXTRA_LISTS), "load": LoadOptions.from_dict(load).id,
     }
 

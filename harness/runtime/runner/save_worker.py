@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.runtime.child import forbid_core_files, protocol_stream, send
+from harness.runtime.child import forbid_core_files, protocol_stream, send, serve_device
 
 __all__ = ["main", "save_request"]
 
@@ -72,11 +72,7 @@ def serve(device: str) -> int:
 
 
 def main() -> int:
-    device = sys.argv[1] if len(sys.argv) > 1 else "cpu"
-    try:
-        return serve(device)
-    except BrokenPipeError:  # the parent went away: nothing left to report to
-        return 0
+    return serve_device(serve)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
-from harness.runtime.child import forbid_core_files, protocol_stream, send
+from harness.runtime.child import forbid_core_files, protocol_stream, send, serve_device
 
 if TYPE_CHECKING:
     from harness.runtime.manifest import Manifest
@@ -150,11 +150,7 @@ def serve(device: str) -> int:
 
 
 def main() -> int:
-    device = sys.argv[1] if len(sys.argv) > 1 else "cpu"
-    try:
-        return serve(device)
-    except BrokenPipeError:  # the parent went away: nothing left to report to
-        return 0
+    return serve_device(serve)
 
 
 if __name__ == "__main__":
