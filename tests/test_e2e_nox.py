@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO, read_results
@@ -47,6 +48,16 @@ def test_reports_are_written(runs):
     reports, *_ = runs
     for name in ("index.html", "results.json", "junit.xml", "summary.md"):
         assert (reports / name).stat().st_size > 0, name
+
+
+def test_each_env_records_its_interpreter_for_shrink(runs):
+    """`nox -s shrink` runs its workers in the envs the roundtrip made: each save and load env notes its python."""
+    reports, *_ = runs
+    rows = read_results(reports / "results")
+    labels = {r["target"] for r in rows} | {r["source"] for r in rows if not r["source"].startswith(GOLDEN_PREFIX)}
+    for label in labels:
+        record = json.loads((reports / "envs" / f"{label}.json").read_text())
+        assert record["label"] == label and Path(record["python"]).exists(), record
 
 
 def test_two_torch_versions_in_both_directions(runs):

@@ -59,6 +59,13 @@ def test_unknown_overrides_are_reported_not_silently_dropped():
     assert said and "--torhc" in said[0]
 
 
+def test_other_sessions_options_are_not_called_typos():
+    """`nox -s shrink -- KEY --target L --max-seconds=9` reaches the matrix too: its options are shrink's, not typos."""
+    said = []
+    parse_overrides(Matrix(), ["a|b|c|d", "--target", "torch-2.4.1-py3.11-cpu", "--max-seconds=9", "--max-steps", "3", "-q"], warn=said.append)
+    assert said == []
+
+
 @pytest.mark.parametrize(("args", "words"), [
     (["--torch", "1.3.1"], "older than 1.4"),
     (["--matrix", "nosuch"], "no matrix named 'nosuch'"),

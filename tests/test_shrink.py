@@ -6,6 +6,7 @@ The whole shrink across two envs with a planted bug is `test_shrink_planted.py`.
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -193,6 +194,14 @@ def test_a_worker_that_is_not_the_cells_env_is_refused_before_the_folder_is_made
     assert "--source-python" in done.stderr and "is not the source env" in done.stderr and "1.4.0" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not out.exists()
+    # Without --source-python, the interpreter nox recorded for the env (RESULTS/../envs/LABEL.json) is the one tried.
+    envs = tmp_path / "envs"
+    envs.mkdir()
+    recorded = tmp_path / "recorded-python"
+    recorded.symlink_to(sys.executable)
+    (envs / f"{src}.json").write_text(json.dumps({"label": src, "python": str(recorded)}))
+    done = cli("shrink", "--results", str(res), "--cell", f"{src}|bad|state_dict|default", "--out", str(out), "-q")
+    assert done.returncode == 2 and str(recorded) in done.stderr, done.stderr
 
 
 def test_generated_and_curated_specs_shrink_alike(curated_specs):
