@@ -223,32 +223,49 @@ def report(session: nox.Session) -> None:
     session.run("python", "-m", "harness", "report", *args)
 
 
+#: check's options after -- that take a value (the value is not a path to resolve).
+_CHECK_VALUED = ("--include", "--exclude", "--workers", "--shard", "--timeout")
+
+
+def _check_args(args: list[str]) -> list[str]:
+    """check's arguments after --, with paths made absolute (the session runs in its own folder)."""
+    out, valued = [], False
+    for a in args:
+        out.append(a if valued or a.startswith("-") else str(Path(a).resolve()))
+        valued = a in _CHECK_VALUED
+    return out
+
+
 @nox.session(default=False)
 @nox.parametrize(("python", "env"), [(_interpreter(e.python), e.label) for e in PLAN.load], ids=LOAD_IDS)
 def check_env(session: nox.Session, env: str) -> None:
-    """Check the files after -- in one env (JSON into reports/check/)."""
+    """Check the files and folders after -- in one env: a fleet run into reports/check/<label>/."""
     e = _env(env, PLAN.load)
-    files = [str(Path(a).resolve()) for a in session.posargs if not a.startswith("-")]
-    if not files:
-        session.error("give the files to check after --: nox -s check -- model.pt")
+    args = _check_args(list(session.posargs))
+    if not any(not a.startswith("-") for a in args):
+        session.error("give the files or folders to check after --: nox -s check -- checkpoints/")
     _install_env(session, e.torch, e.requirements)
     _phase_dir(session)
-    trust = ["--trust"] if "--trust" in session.posargs else []
-    session.run("python", "-m", "harness", "check", *files, *trust, "--out", str(REPORTS / "check" / f"{env}.json"),
+    session.run("python", "-m", "harness", "check", *args, "--out", str(REPORTS / "check" / env), "--label", env,
                 success_codes=[0, 1], env=e.phase_env)
 
 
 @nox.session(python=False, default=False, requires=[f"check_env({i})" for i in LOAD_IDS])
 def check(session: nox.Session) -> None:
-    """Check checkpoints someone else wrote in every env of the matrix: reports/check/summary.md."""
-    from harness.check.across_envs import summarize
+    """Check stored checkpoints in every env of the matrix: one file x env grid in reports/check/{index.html,summary.md,check.jsonl}."""
+    from harness.check.fleet_record import FLEET_FILE, merge_folders
+    from harness.check.fleet_report import write_fleet_report
 
-    out = REPORTS / "check" / "summary.md"
+    folders = [REPORTS / "check" / env for env in LOAD_IDS if (REPORTS / "check" / env).is_dir()]
     try:
-        out.write_text(summarize(REPORTS / "check"), encoding="utf-8")
+        lines, _ = merge_folders(folders)
+        (REPORTS / "check" / FLEET_FILE).write_text("".join(line.to_json() + "\n" for line in lines), encoding="utf-8")
+        write_fleet_report(REPORTS / "check", lines, title="torch-roundtrip fleet check across the matrix")
     except InputError as e:
-        session.error(f"check summary: {e}")
-    session.log(f"check summary: {out}")
+        session.error(f"check: {e}")
+    bad = sorted({line.file for line in lines if line.findings})
+    session.log(f"check: {len({line.file for line in lines})} files x {len(folders)} envs, {len(bad)} with findings in some env: "
+                f"{REPORTS / 'check' / 'index.html'}, {REPORTS / 'check' / 'summary.md'}")
 
 
 @nox.session(

@@ -21,11 +21,25 @@ generate_500_specs_s       seconds to draw 500 specs with Hypothesis            
 scan_seconds_1gib          seconds for check's static scan (every pickle, every storage  <= 1
                            record) of the >= 1 GiB state_dict: it reads pickles, not
                            tensor bytes
+check_overhead_ratio       check of the >= 1 GiB state_dict (in process, no --trust:     <= 3
+                           the scan and every load option, one load per group torch
+                           answers alike) / one bare torch.load of it
 shrink_steps_per_second    shrink steps (a candidate saved by a persistent worker in     >= 20
                            the source env, loaded by one in the target env) per second,
                            shrinking a planted failure (`harness.shrink.plant`) of a
                            small spec
 shrink_steps               steps that shrink took to reach its smallest spec             report
+worker_restart_s           median seconds from a load worker's death to its successor's  <= 0.5
+                           hello, in the crash run of crash_cell_rate_ratio (workers
+                           forked from a fork server, a spare kept warm)
+crash_cell_rate_ratio      load-phase cells per second when torch aborts every fifth     >= 0.5
+                           load (`harness.shrink.plant`, ``abort:5``) / the same cells
+                           crash-free, alternating, three small curated cases; every
+                           planned cell recorded
+fleet_files_per_second     small checkpoint files (state dicts, training checkpoints,    >= 100
+                           safetensors) a fleet check (`check DIR --out OUT`, one
+                           worker per CPU) checks per second, 1000 files (100 with
+                           --quick), its fork server's and workers' start included
 =========================  ============================================================  ========
 """
 
@@ -50,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 if TYPE_CHECKING:
     from harness.runtime.spec import Spec
 
-__all__ = ["BENCH_SCHEMA", "TARGETS", "BenchRecord", "PlantedFailure", "planted_failure", "run_bench", "shrink_bench_spec"]
+__all__ = ["BENCH_SCHEMA", "TARGETS", "BenchRecord", "PlantedFailure", "bench_restarts", "planted_failure", "run_bench", "shrink_bench_spec"]
 
 #: Version of bench.json's layout (`BenchRecord`).
 BENCH_SCHEMA = 1
@@ -65,8 +79,12 @@ TARGETS = {
     "peak_rss_ratio": ("report", None),
     "generate_500_specs_s": ("report", None),
     "scan_seconds_1gib": ("<=", 1.0),
+    "check_overhead_ratio": ("<=", 3.0),
     "shrink_steps_per_second": (">=", 20.0),
     "shrink_steps": ("report", None),
+    "worker_restart_s": ("<=", 0.5),
+    "crash_cell_rate_ratio": (">=", 0.5),
+    "fleet_files_per_second": (">=", 100.0),
 }
 LAYER = 4096  # a 4096 x 4096 float32 Linear weight is 64 MiB
 
@@ -171,6 +189,43 @@ def bench_scan(path: Path, repeat: int) -> dict[str, Any]:
     return {
         "scan_seconds_1gib": statistics.median(scan_times),
         "raw": {"scan_seconds": scan_times, "scan_file_bytes": path.stat().st_size, "scan_pickles": found.pickles},
+    }
+
+
+def bench_check(path: Path, repeat: int) -> dict[str, Any]:
+    """``check`` of the big file (in process, no --trust) against one bare ``torch.load`` of it, alternating.
+
+    check scans the file and tries every load option this env has; it runs
+    one load per group of options torch answers alike, so its cost is a few
+    loads (an mmap one is lazy), not one per option.
+    """
+    import torch
+
+    from harness.check.checker import check_file
+
+    def bare() -> None:
+        torch.load(str(path))
+
+    loads: list[int] = []
+
+    def check() -> None:
+        report = check_file(path)
+        if report.verdict != "loads":
+            raise RuntimeError(f"bench check did not find the file loading: {report.summary}")
+        loads[:] = [sum(1 for a in report.attempts if a.where and a.same_as is None), len(report.attempts)]
+
+    bare()
+    check()  # page cache, imports and check's questions to torch, as a long-running worker has them
+    bare_times: list[float] = []
+    check_times: list[float] = []
+    for _ in range(repeat):
+        for fn, times in ((bare, bare_times), (check, check_times)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return {
+        "check_overhead_ratio": statistics.median(check_times) / statistics.median(bare_times),
+        "raw": {"check_seconds": check_times, "check_bare_load_seconds": bare_times, "check_loads_run": loads[0], "check_attempts": loads[1]},
     }
 
 
@@ -439,6 +494,129 @@ def bench_shrink(work: Path) -> dict[str, Any]:
     }
 
 
+def _small_fleet(folder: Path, count: int) -> None:
+    """`count` small checkpoint files in nested folders: state dicts, training checkpoints and safetensors, a few tensors each."""
+    import torch
+
+    try:
+        from safetensors.torch import save_file
+    except ImportError:  # an env without safetensors: its share are state dicts
+        save_file = None
+    torch.manual_seed(0)
+    for i in range(count):
+        path = folder / f"run-{i // 50:02d}" / f"step-{i:04d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"fc.weight": torch.randn(8, 8), "fc.bias": torch.randn(8), "step": torch.tensor(i)}
+        kind = i % 3
+        if kind == 2 and save_file is not None:
+            save_file(state, str(path.with_suffix(".safetensors")))
+        elif kind == 1:
+            moments = {0: {"step": torch.tensor(float(i)), "exp_avg": torch.zeros(8, 8), "exp_avg_sq": torch.zeros(8, 8)}}
+            optimizer = {"state": moments, "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0]}]}
+            torch.save({"model": state, "optimizer": optimizer, "epoch": i}, path.with_suffix(".ckpt"))
+        else:
+            torch.save(state, path.with_suffix(".pt"))
+
+
+def bench_fleet(work: Path, count: int) -> dict[str, Any]:
+    """A fleet check (`harness.check.fleet.run_fleet`, one worker per CPU) of `count` small files: files per second.
+
+    The wall time of the whole run, its fork server and workers' start
+    included, as a user's ``check DIR --out OUT`` takes it; the start is in
+    the raw figures too, with the rate without it.
+    """
+    import torch
+
+    from harness.check.fleet import FleetOptions, run_fleet
+    from harness.runtime.env import cuda_available, label_for
+
+    folder, out = work / "fleet", work / "fleet-out"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    _small_fleet(folder, count)
+    workers = os.cpu_count() or 1
+    # The env's label given, as a user may: the run then times its workers' start (startup_seconds).
+    label = label_for(torch.__version__, f"{sys.version_info[0]}.{sys.version_info[1]}", "cuda" if cuda_available() else "cpu")
+    start = time.perf_counter()
+    run = run_fleet(FleetOptions(paths=(str(folder),), out=out, workers=workers, label=label, progress=False))
+    seconds = time.perf_counter() - start
+    if run.checked != count or len(run.own) != count:
+        msg = f"the fleet bench checked {run.checked} of its {count} files ({len(run.own)} lines), so its rate measures nothing"
+        raise RuntimeError(msg)
+    broken = [line.file for line in run.own if line.verdict not in ("loads", "loads_some_ways")]
+    if broken:
+        msg = f"the fleet bench's files should all load, but {len(broken)} do not (first: {broken[0]})"
+        raise RuntimeError(msg)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "fleet_files_per_second": count / seconds,
+        "raw": {"fleet_files": count, "fleet_seconds": seconds, "fleet_workers": run.workers, "fleet_startup_seconds": run.startup_seconds,
+                "fleet_files_per_second_after_start": count / max(seconds - run.startup_seconds, 1e-9),
+                "fleet_restarts": run.restarts},
+    }
+
+
+#: The cases of the crash bench: a few hundred cells of small curated cases, of a plain, a tied and a conv model.
+CRASH_BENCH_CASES = ("simple_net", "tied_lm", "cnn_batchnorm")
+
+
+def bench_restarts(work: Path, rounds: int, cases: tuple[str, ...] = CRASH_BENCH_CASES) -> dict[str, Any]:
+    """Load phases of the same cells, crash-free and with torch aborting every fifth load, alternating.
+
+    The crash runs load through the planted abort (`harness.shrink.plant`,
+    ``abort:5``, counted per worker process); every crash costs that cell
+    and a new worker. RuntimeError when a run did not record every planned
+    cell, or the plant never fired: then the rates measure nothing.
+    """
+    from harness.runtime.cases import curated
+    from harness.runtime.formats import FORMATS
+    from harness.runtime.runner import load_phase, save_phase
+    from harness.shrink.plant import ENV_VAR, planted_python
+
+    root = work / "restarts"
+    shutil.rmtree(root, ignore_errors=True)
+    save_phase(root / "A", [s for s in curated() if s.name in cases], "cpu", list(FORMATS.values()), progress=False)
+    plant = root / "plant"
+    planted_python(sys.executable, plant, mode="abort:5")  # its folder (roundtrip_plant.py, sitecustomize.py) is what counts here
+    free_env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    # What the wrapper planted_python writes would set, given to the load worker (and its fork server) directly.
+    crash_env = dict(free_env, **{ENV_VAR: "abort:5", "PYTHONPATH": os.pathsep.join(
+        p for p in (str(plant), free_env.get("PYTHONPATH", "")) if p)})
+    rates: dict[str, list[float]] = {"free": [], "crash": []}
+    planned = 0
+    crashes: list[int] = []
+    restarts: list[float] = []
+    startups: list[float] = []
+    for i in range(rounds):
+        for kind, env in (("free", free_env), ("crash", crash_env)):
+            results = root / f"R-{kind}-{i}"
+            summary = load_phase(root / "A", results, progress=False, worker_env=env)
+            recorded = sum(1 for path in results.glob("*.jsonl") for line in path.read_text().splitlines() if line.strip())
+            planned = planned or summary.total
+            if summary.total != planned or recorded != planned:
+                msg = f"the crash bench's {kind} run recorded {summary.total} cells ({recorded} lines) of {planned}: cells were lost"
+                raise RuntimeError(msg)
+            rates[kind].append(summary.total / summary.seconds)
+            if kind == "crash":
+                if not summary.counts["crash"]:
+                    msg = "the planted abort never fired: the crash bench's crash run had no crash"
+                    raise RuntimeError(msg)
+                crashes.append(summary.counts["crash"])
+                restarts.extend(summary.restarts)
+                startups.extend(summary.startups)
+    ratios = [c / f for f, c in zip(rates["free"], rates["crash"])]
+    shutil.rmtree(root, ignore_errors=True)
+    return {
+        "worker_restart_s": statistics.median(restarts),
+        "crash_cell_rate_ratio": statistics.median(ratios),
+        "raw": {"crash_bench_cells": planned, "crash_bench_crashes": crashes, "crash_bench_cells_per_second": rates,
+                "crash_bench_ratios": ratios, "worker_restarts": len(restarts),
+                "worker_restart_max_s": max(restarts),
+                # what a new worker costs, a spare's paid while its predecessor runs: fork to hello
+                "worker_fork_to_hello_s": statistics.median(startups) if startups else None},
+    }
+
+
 def _met(key: str, value: Any) -> Optional[bool]:
     op, target = TARGETS[key]
     if op == "report" or value is None:
@@ -524,6 +702,7 @@ def run_bench(out: Path, *, gib: float = 1.0, quick: bool = False, workdir: Opti
         take(verify)
         take(bench_rss(artifact))
         take(bench_scan(Path(artifact) / "model.pt", 3 if quick else 5))
+        take(bench_check(Path(artifact) / "model.pt", 2 if quick else 5))
         shutil.rmtree(work / "big", ignore_errors=True)
         cells = bench_cells(work, (4 if quick else 20) if have_hypothesis else 0)
         run = cells["raw"]["cells_run"]
@@ -537,6 +716,8 @@ def run_bench(out: Path, *, gib: float = 1.0, quick: bool = False, workdir: Opti
             raw["hypothesis_note"] = "Hypothesis is not installed: scaling and generation were not measured"
         take(bench_env_ready(work))
         take(bench_shrink(work))  # cheap (small spec, bounded time): also with --quick
+        take(bench_fleet(work, 100 if quick else 1000))
+        take(bench_restarts(work, 1 if quick else 3, CRASH_BENCH_CASES[:1] if quick else CRASH_BENCH_CASES))
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)

@@ -186,6 +186,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    from harness.check.fleet_record import is_fleet_folder
+
+    fleets = [is_fleet_folder(Path(p)) for p in args.results]
+    if any(fleets):
+        if not all(fleets):
+            mixed = ", ".join(p for p, f in zip(args.results, fleets) if not f)
+            msg = f"merge takes result folders or fleet check folders, not both: {mixed} holds no check.jsonl"
+            raise InputError(msg)
+        return _merge_fleets(args)
     from harness.report.merge import merge_dirs, require_lines, write_merged
 
     merged = merge_dirs([Path(p) for p in args.results])
@@ -205,7 +214,71 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge_fleets(args: argparse.Namespace) -> int:
+    from harness.check.fleet_record import FLEET_FILE, merge_folders
+    from harness.check.fleet_report import write_fleet_report
+    from harness.runtime.fileio import write_text
+
+    lines, repeated = merge_folders([Path(p) for p in args.results])
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        msg = f"--out {out} is a file; merging fleet checks writes a folder"
+        raise InputError(msg)
+    write_text(out / FLEET_FILE, "".join(line.to_json() + "\n" for line in lines))
+    write_fleet_report(out, lines)
+    envs = sorted({line.env for line in lines})
+    print(f"merge: {len(lines)} fleet lines ({len({line.file for line in lines})} files x {len(envs)} envs) from "
+          f"{len(args.results)} folders into {out} ({repeated} repeated lines; the later folder's line kept); report: {out / 'index.html'}",
+          file=sys.stderr)
+    return 0
+
+
+def _is_fleet(args: argparse.Namespace) -> bool:
+    """A fleet run: a folder among the paths, an --out folder (not a .json file), or a shard."""
+    folder_out = bool(args.out) and not str(args.out).endswith(".json")
+    return folder_out or args.shard is not None or any(os.path.isdir(p) for p in args.files)
+
+
+def _check_fleet(args: argparse.Namespace) -> int:
+    from harness.check.fleet import FleetOptions, run_fleet
+    from harness.check.walk import parse_shard
+
+    if args.json:
+        msg = "--json prints one document for a few files; a fleet writes OUT/check.jsonl (one JSON line per file)"
+        raise InputError(msg)
+    if not args.out:
+        msg = "checking a folder writes a fleet report: give --out FOLDER (it holds check.jsonl, index.html, summary.md)"
+        raise InputError(msg)
+    if args.workers is not None and args.workers < 1:
+        msg = f"--workers={args.workers} must be >= 1"
+        raise InputError(msg)
+    options = FleetOptions(
+        paths=tuple(args.files), out=Path(args.out), include=tuple(args.include or ()), exclude=tuple(args.exclude or ()),
+        workers=args.workers or 0, trust=args.trust, timeout=args.timeout,
+        shard=parse_shard(args.shard) if args.shard is not None else (1, 1), label=args.label, progress=not args.quiet,
+    )
+    run = run_fleet(options)
+    own = run.own
+    with_findings = run.findings
+    print(
+        f"{PROG} check: {len(own)} files in {run.label}: {with_findings} with findings; checked {run.checked} "
+        f"({run.workers} workers, {run.restarts} restarted), reused {run.reused} unchanged, dropped {run.dropped} gone; "
+        f"{run.seconds:.1f}s; report: {Path(args.out) / 'index.html'}",
+        file=sys.stderr,
+    )
+    if run.interrupted:
+        print(f"{PROG} check: interrupted; {len(own)} files recorded: run the same command again to go on", file=sys.stderr)
+        return 130
+    return 1 if with_findings else 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    if _is_fleet(args):
+        return _check_fleet(args)
+    for name in ("include", "exclude"):
+        if getattr(args, name):
+            msg = f"--{name} applies to folders; give a folder to check"
+            raise InputError(msg)
     from harness.check.checker import check_files
     from harness.check.findings import exit_status, printable, render_json, render_text
 
@@ -331,17 +404,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--envs", metavar="A,B", help="only cells between these env labels (a folder may hold older runs' results)")
     _quiet(p)
 
-    p = _add(sub, "merge", cmd_merge, "combine result folders from several machines into one")
-    p.add_argument("results", nargs="+", metavar="RESULTS_DIR")
-    p.add_argument("--out", required=True, metavar="DIR", help="the merged result folder (empty, or one of the inputs)")
+    p = _add(sub, "merge", cmd_merge, "combine result folders (or fleet check folders: shards, envs) from several machines into one")
+    p.add_argument("results", nargs="+", metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="the merged folder (empty, or one of the inputs); fleet folders also get index.html and summary.md")
 
-    p = _add(sub, "check", cmd_check, "diagnose model files someone else wrote: format, tensors, globals, which loads work here")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = _add(sub, "check", cmd_check, "diagnose model files someone else wrote: format, tensors, globals, which loads work here; "
+             "a folder: a fleet, checked in parallel and resumably, into a fleet report")
+    p.add_argument("files", nargs="+", metavar="PATH", help="model files, or folders to walk (a fleet: needs --out FOLDER)")
     p.add_argument("--trust", action="store_true",
                    help="also try loads that can run code from the file (weights_only=False, TorchScript, torch.export), in a child process")
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    p.add_argument("--out", metavar="FILE", help="also write the JSON document to FILE (nox -s check collects them)")
-    _timeout(p, "seconds the trusted loads of one file may take together")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text (files only)")
+    p.add_argument("--out", metavar="OUT",
+                   help="FILE.json: also write the JSON document there; a FOLDER (any other name): a fleet run writing "
+                        "FOLDER/check.jsonl (one line per file, as it goes; run again to resume), index.html and summary.md")
+    p.add_argument("--include", action="append", metavar="GLOB",
+                   help="fleet: only files whose path below the folder matches (repeatable; '*.pt' matches at any depth, '**' spans folders)")
+    p.add_argument("--exclude", action="append", metavar="GLOB",
+                   help="fleet: skip matching files and folders (repeatable; .git, .hg, .svn and __pycache__ are always skipped)")
+    p.add_argument("--workers", type=int, metavar="N", help="fleet: check workers in parallel (default: one per CPU)")
+    p.add_argument("--shard", metavar="I/N", help="fleet: check only shard I of N (stable across machines; join them with merge)")
+    p.add_argument("--label", metavar="LABEL", help="fleet: the env label its lines carry (default: this env's, e.g. torch-2.6.0-py3.11-cpu)")
+    _timeout(p, "seconds the trusted loads of one file may take together (a fleet gives a file's whole check twice that, plus 5)")
+    _quiet(p)
 
     p = _add(sub, "shrink", cmd_shrink, "shrink a failing cell to its smallest case across its two envs; write a plain-torch repro")
     p.add_argument("--cell", required=True, metavar="KEY", help="the failing cell: SOURCE|CASE|FORMAT|OPTIONS, as the report prints it")

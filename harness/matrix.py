@@ -393,9 +393,11 @@ class Matrix:
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _CLASS_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
-#: Options other sessions take after ``--`` (load's filters, check's --trust).
 #: Options of sessions other than the matrix's (check's, bench's, shrink's): not typos of matrix options.
-_SESSION_OPTIONS = ("--trust", "--quick", "--target", "--max-seconds", "--max-steps", "--source-python", "--target-python", "--out", "--quiet", "-q")
+_SESSION_OPTIONS = (
+    "--trust", "--include", "--exclude", "--workers", "--shard", "--quick", "--target", "--max-seconds", "--max-steps",
+    "--source-python", "--target-python", "--out", "--quiet", "-q",
+)
 
 
 def _parser() -> argparse.ArgumentParser:

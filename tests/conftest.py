@@ -31,6 +31,16 @@ def curated_specs():
     return {s.name: s for s in specs}
 
 
+@pytest.fixture(scope="session")
+def golden_unpacked(tmp_path_factory) -> Path:
+    """The golden corpus, verified and unpacked once per session (read it; copy what a test changes)."""
+    from harness.golden import unpack
+
+    into = tmp_path_factory.mktemp("golden-unpacked")
+    assert unpack(REPO / "golden", into), "the golden corpus is empty"
+    return into
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m harness ARGS`` in a subprocess, as a user would."""
     full_env = dict(os.environ)

@@ -183,7 +183,7 @@ def test_what_the_noxfile_imports_needs_only_the_standard_library():
     # The noxfile runs in nox's environment: the matrix and the check summary
     # must import there without torch, xxhash or Jinja.
     done = _imports_without_heavy_libraries("harness.matrix", "harness.runtime.errors", "harness.runtime.versions",
-                                            "harness.check.across_envs", "harness.cli")
+                                            "harness.check.fleet_record", "harness.check.fleet_report", "harness.cli")
     assert done.returncode == 0, done.stderr[-2000:]
     # ... and the blocker is real: a module that needs xxhash is refused.
     assert _imports_without_heavy_libraries("harness.runtime.digest").returncode != 0

@@ -160,7 +160,7 @@ def test_cli_each_file(corpus, name, tmp_path):
     ("make", "message"),
     [
         (lambda d: d / "nope.pt", "nope.pt: no such file"),
-        (lambda d: d, "is a directory"),
+        (lambda d: d, "checking a folder writes a fleet report: give --out FOLDER"),
     ],
     ids=["missing", "directory"],
 )

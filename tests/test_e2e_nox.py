@@ -133,3 +133,29 @@ def test_phase_counts_reads_what_the_phases_print():
     saves, loads = _phase_counts(out)
     assert saves == {"torch-2.4.1-py3.11-cpu": (0, 189)}
     assert loads == {"torch-2.4.1-py3.11-cpu": (12, 15180)}
+
+
+def test_nox_check_runs_a_fleet_in_every_env_and_draws_one_grid(runs):
+    """`nox -s check -- DIR`: every load env checks the fleet (here: the newest env's saved artifacts), one grid merges them."""
+    reports, *_ = runs
+    sources = sorted(p for p in (reports / "artifacts").iterdir() if p.name.startswith("torch-2.15") and p.name.endswith("-cpu"))
+    assert sources
+    done, _ = nox("-s", "check", "--", str(sources[0]), "--include", "*.pt", "--include", "*.safetensors", reports=reports, timeout=1800)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    merged = [json.loads(x) for x in (reports / "check" / "check.jsonl").read_text().splitlines()]
+    per_env = {p.name: [json.loads(x) for x in (p / "check.jsonl").read_text().splitlines()]
+               for p in (reports / "check").iterdir() if p.is_dir()}
+    assert len(per_env) >= 2, sorted(per_env)
+    files = [{x["file"] for x in env_lines} for env_lines in per_env.values()]
+    assert files[0] and all(f == files[0] for f in files)  # every env checked the same fleet
+    assert all(x["env"] == env for env, env_lines in per_env.items() for x in env_lines)
+    verdicts = {}
+    for env, env_lines in per_env.items():
+        for x in env_lines:
+            verdicts.setdefault(x["file"], {})[env] = x["report"]["verdict"]
+    # Files torch 2.15 writes that an older torch's weights_only cannot read (uint dtypes): some differ across envs.
+    assert any(len(set(v.values())) > 1 for v in verdicts.values()), verdicts
+    assert len(merged) == sum(map(len, per_env.values()))  # the grid's lines: every env's
+    for name in ("index.html", "summary.md"):
+        assert (reports / "check" / name).stat().st_size > 0
+    assert all(env in (reports / "check" / "summary.md").read_text() for env in per_env)

@@ -152,3 +152,33 @@ def test_a_crash_cell_is_diagnosed_from_the_aborts_reason(tmp_path):
     assert len(crashes) == 1
     assert crashes[0]["diagnosis"]["code"] == "torchscript_from_newer_torch"
     assert not crashes[0]["expected"]  # same torch on both sides: no expectation covers it
+
+
+def test_a_torch_that_aborts_every_fifth_load_costs_cells_not_the_phase(artifacts, tmp_path):
+    # The planted abort (harness.shrink.plant, abort:5) counts loads per worker process: the fork
+    # server imported the planted torch once, and every worker forked from it counts from zero.
+    from harness.shrink.plant import ENV_VAR, planted_python
+
+    planted_python(sys.executable, tmp_path / "plant", mode="abort:5")
+    env = {ENV_VAR: "abort:5", "PYTHONPATH": str(tmp_path / "plant")}
+    done = run_cli("load", "--artifacts", str(artifacts / "A"), "--results", str(tmp_path / "R"), "--case", "simple_net",
+                   env=env, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr  # crashes are regressions
+    rows = read_results(tmp_path / "R")
+    assert len(rows) == len(by_key(rows)) == variants("state_dict") + variants("full_model")  # every cell, once
+    crashes = [r for r in rows if r["outcome"] == "crash"]
+    assert 2 <= len(crashes) < len(rows) // 3
+    assert all("killed by SIGABRT" in r["detail"] and "planted abort on torch.load call 5 of process" in r["detail"]
+               for r in crashes), crashes[0]["detail"]
+
+
+@pytest.mark.parametrize("mode", ["0", "2", "abort", "abort:0", "abort:x", "abort:-1", "crash:5"])
+def test_the_plant_refuses_a_mode_it_does_not_have(mode, tmp_path, monkeypatch):
+    from harness.shrink import plant
+
+    with pytest.raises(ValueError, match="the plant's modes are 1"):
+        plant.planted_python(sys.executable, tmp_path / "p", mode=mode)
+    monkeypatch.setenv(plant.ENV_VAR, mode)
+    with pytest.raises(ValueError, match=f"{plant.ENV_VAR}="):
+        plant.install()  # a plant that silently did nothing would make a test measure the wrong torch
+    assert plant.parse_mode("abort:7") == 7 and plant.parse_mode("1") is None

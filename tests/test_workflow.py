@@ -68,3 +68,10 @@ def test_plan_filter_finds_save_and_load_sessions():
     for s in save + load:
         assert s["session"] == f"{s['name']}({s['call_spec']['env']})" and s["python"]
     assert len({s["call_spec"]["env"] for s in save}) == len(save)  # unique artifact names
+
+
+def test_the_fleet_job_checks_shards_per_env_and_merges_them():
+    text = WORKFLOW.read_text()
+    for needle in ('nox -s "check_env(${{ matrix.env.env }})"', '--shard "${{ matrix.shard }}/2"', "pattern: fleet-*",
+                   "python -m harness merge downloaded/fleet-* --out fleet", "fleet/summary.md"):
+        assert needle in text, needle

@@ -26,10 +26,11 @@ is asked in `harness.check.loads`. Their public names are importable here.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -43,7 +44,7 @@ from harness.check.findings import (
     render_json,
     render_text,
 )
-from harness.check.global_kinds import CODE, classify
+from harness.check.global_kinds import CODE, GlobalKind, classify
 from harness.check.loads import (
     default_weights_only,
     one_line,
@@ -160,37 +161,164 @@ def _plan(sniffed: Sniffed, trust: bool, cuda: bool) -> list[_Plan]:
     return plans
 
 
-def _attempt(plan: _Plan, raw: dict[str, Any], fmt: str) -> Attempt:
+@functools.lru_cache(maxsize=None)  # functools.cache is 3.9+; the sweep's options recur for every file
+def _spelled(options: LoadOptions) -> tuple[tuple[str, Any], ...]:
+    """`options.to_dict()` as a tuple: a file's 30 attempts would otherwise spend as long on it as on two loads."""
+    return tuple(options.to_dict().items())
+
+
+def _attempt(plan: _Plan, raw: dict[str, Any], fmt: str, same_as: Optional[str] = None) -> Attempt:
+    """The attempt of `plan` from a `try_load` result; `same_as`: the label of the plan whose load it was."""
     status = raw.get("status", "crash")
-    options = plan.options.to_dict()
+    options = dict(_spelled(plan.options))
+    seconds = 0.0 if same_as else raw.get("seconds", 0.0)
     if status != "failed":
-        return Attempt(plan.loader, options, status, plan.where, raw.get("detail", ""), seconds=raw.get("seconds", 0.0))
+        return Attempt(plan.loader, options, status, plan.where, raw.get("detail", ""), seconds=seconds, same_as=same_as)
     etype, message = raw.get("error_type", "Exception"), raw.get("message", "")
     found = diagnose(etype, message, fmt, options, tuple(raw.get("warnings", ())))
     return Attempt(
         plan.loader, options, status, plan.where, one_line(etype, message),
         error={"type": etype, "message": message}, diagnosis=found.to_dict() if found else None,
-        seconds=raw.get("seconds", 0.0),
+        seconds=seconds, same_as=same_as,
     )
 
 
-def _run(sniffed: Sniffed, plans: list[_Plan], timeout: float) -> list[Attempt]:
+def _run(sniffed: Sniffed, plans: list[_Plan], timeout: float, kinds: dict[str, GlobalKind], share: bool = True) -> list[Attempt]:
+    """Run the plans' loads, one per group that `_shared_loads` says torch answers alike (each, unless `share`)."""
     fmt = sniffed.harness_format or ""
+    lead = _shared_loads(sniffed, plans, kinds) if share else list(range(len(plans)))
     results: dict[int, dict[str, Any]] = {}
     for i, plan in enumerate(plans):
-        if plan.where == "harness":
+        if plan.where == "harness" and lead[i] == i:
             results[i] = try_load(sniffed.path, plan.loader, plan.options, weights_only=plan.force_weights_only)
-    trusted = [i for i, plan in enumerate(plans) if plan.where == "child"]
+    trusted = [i for i, plan in enumerate(plans) if plan.where == "child" and lead[i] == i]
     if trusted:
         raws = run_in_child(sniffed.path, [(plans[i].loader, plans[i].options) for i in trusted], timeout)
         results.update(zip(trusted, raws))
-    attempts = []
+    attempts: list[Attempt] = []
     for i, plan in enumerate(plans):
         if plan.where is None:
-            attempts.append(Attempt(plan.loader, plan.options.to_dict(), "not_tried", None, plan.reason))
-        else:
+            attempts.append(Attempt(plan.loader, dict(_spelled(plan.options)), "not_tried", None, plan.reason))
+        elif lead[i] == i:
             attempts.append(_attempt(plan, results[i], fmt))
+        else:  # the same result, diagnosed under this attempt's own options (a fix may name them)
+            attempts.append(_attempt(plan, results[lead[i]], fmt, same_as=attempts[lead[i]].label))
     return attempts
+
+
+# -- loads that torch answers alike ---------------------------------------------
+
+#: The rebuilds that make a tensor over a storage torch.load has already
+#: restored (or none, for meta tensors): the tensor lands where its storage
+#: did. torch's other rebuilds (``_rebuild_device_tensor_from_numpy``,
+#: ``_rebuild_wrapper_subclass``, ...) read torch.load's map_location
+#: themselves, so a file that names one shares no load.
+_STORAGE_REBUILDS = frozenset(f"torch._utils.{name}" for name in (
+    "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter", "_rebuild_parameter_with_state",
+    "_rebuild_qtensor", "_rebuild_sparse_tensor", "_rebuild_sparse_csr_tensor", "_rebuild_nested_tensor",
+    "_rebuild_meta_tensor_no_storage",
+))
+
+
+def _landing(map_location: Optional[str], tag: str) -> Optional[str]:
+    """Where torch.load with map_location `map_location` restores a storage tagged `tag`; None: check cannot tell.
+
+    torch.load deserializes every storage on the CPU and hands it, with its
+    tag, to the map_location: none restores it to its tag; a device (a
+    string or a ``torch.device``) to that device whatever the tag; a dict
+    renames the tags it has; the sweep's callable (``lambda storage, loc:
+    storage``) keeps the CPU storage it is given.
+    """
+    if map_location in (None, "none"):
+        return tag
+    if map_location in ("cpu", "device:cpu", "callable"):
+        return "cpu"
+    if map_location == "dict:cuda:0->cpu":
+        return "cpu" if tag == "cuda:0" else tag
+    if map_location == "cuda":
+        return "cuda"
+    return None
+
+
+def _map_blind(name: str, kind: GlobalKind, harness: bool) -> Optional[bool]:
+    """Whether what unpickling global `name` does cannot depend on map_location; None: it is weights_only's to refuse.
+
+    Values, containers, dtypes, storages and torch's own module classes
+    (`global_kinds`: safe or data) do nothing with it, nor do the storage
+    rebuilds (`_STORAGE_REBUILDS`). In this process (`harness`: every load
+    weights_only=True) a global weights_only refuses never runs: its refusal
+    reads the same under every map_location.
+    """
+    if name.startswith("torch._utils._rebuild") and name not in _STORAGE_REBUILDS:
+        return False
+    if kind.kind != CODE:
+        return True
+    return None if harness else False
+
+
+def _tags_complete(sniffed: Sniffed) -> bool:
+    """Whether the sniffer read every storage's tag from a torch.save file that torch.load reads as one."""
+    # torch.load hands a path ending in .safetensors to safetensors, which
+    # reads map_location itself (and refuses a dict or a callable).
+    return (sniffed.format in ("torch_zip", "torch_legacy") and not sniffed.problems and not sniffed.truncated
+            and not sniffed.path.endswith(".safetensors"))
+
+
+def _shared_loads(sniffed: Sniffed, plans: list[_Plan], kinds: dict[str, GlobalKind]) -> list[int]:
+    """For each plan, the index of the plan whose load stands for it (its own when it runs); `kinds`: the file's globals'.
+
+    A ``torch.load`` result is decided by the weights_only it runs under,
+    where it runs (this process or the child), the other options (mmap),
+    and the device each storage lands on (`_landing` of each tag the file
+    declares). Plans alike in all of these run one load: on a file whose
+    every tag is ``cpu``, map_location none, cpu, device:cpu,
+    ``{"cuda:0": "cpu"}`` and the callable all restore to the CPU; on a
+    ``cuda:0`` file, none (and cuda) differ from the rest. weights_only
+    ``default`` is ``true`` where `default_weights_only` says so (and in this
+    process, where every load is forced to weights_only=True).
+
+    Nothing else is shared where that reasoning may not hold: a file whose
+    tags the sniffer may not have listed completely (problems, a walk cut
+    short, not a torch.save file), or that names a global that may read
+    map_location on its own (`_map_blind`), or a map_location whose landing
+    check cannot tell. There, only the very same call shares a load: in
+    this process weights_only ``default`` and ``true`` both run as
+    weights_only=True. ``tests/test_check_shared.py`` runs every option
+    separately on files of every tag pattern and holds the shared plan to
+    the same results.
+    """
+    lead = list(range(len(plans)))
+    in_harness = in_child = _tags_complete(sniffed)
+    if in_harness:
+        blind = {name: _map_blind(name, kind, harness=True) for name, kind in kinds.items()}
+        refused = [name for name, verdict in blind.items() if verdict is None]
+        in_harness = all(verdict is not False for verdict in blind.values())
+        if in_harness and refused:
+            # weights_only refuses what its allowlist lacks; where torch cannot list it, nothing is known refused
+            allowed = weights_only_allowlist()
+            in_harness = allowed is not None and not any(name in allowed for name in refused)
+        in_child = all(_map_blind(name, kind, harness=False) for name, kind in kinds.items())
+    default = default_weights_only()
+    tags = sorted(sniffed.device_tags)
+    first: dict[tuple[Any, ...], int] = {}
+    for i, plan in enumerate(plans):
+        if plan.loader != "torch.load" or plan.where is None:
+            continue
+        opt = plan.options
+        lands: Optional[tuple[Any, ...]] = None
+        if in_harness if plan.where == "harness" else in_child:
+            lands = tuple(_landing(opt.map_location, tag) for tag in tags)
+            if None in lands:
+                lands = None
+        if lands is None:
+            if not plan.force_weights_only:
+                continue
+            lands = ("the same call", opt.map_location)
+        alike = plan.force_weights_only or opt.weights_only == "true" or (opt.weights_only == "default" and default is True)
+        rest = tuple(kv for kv in _spelled(opt) if kv[0] not in ("map_location", "weights_only"))
+        key = (plan.where, "true" if alike else opt.weights_only, rest, lands)
+        lead[i] = first.setdefault(key, i)
+    return lead
 
 
 class _Refused(Exception):
@@ -210,8 +338,6 @@ def _complete_allowlist(sniffed: Sniffed, attempts: list[Attempt]) -> list[Attem
     refused = [a for a in attempts if a.where == "harness" and a.diagnosis and a.diagnosis.get("code") == "weights_only_refused"]
     if not refused:
         return attempts
-    from dataclasses import replace
-
     from harness.runtime.allowlist import AllowlistRefused, fix_text, load_allowing
 
     def attempt() -> dict[str, Any]:
@@ -288,8 +414,15 @@ def _verdict(sniffed: Sniffed, attempts: list[Attempt]) -> tuple[str, str]:
 # -- entry points --------------------------------------------------------------
 
 
-def check_file(path: Path, *, trust: bool = False, timeout: float = DEFAULT_TIMEOUT, cuda: Optional[bool] = None) -> FileReport:
-    """Check one file; never unpickles it in this process, never raises for its contents."""
+def check_file(
+    path: Path, *, trust: bool = False, timeout: float = DEFAULT_TIMEOUT, cuda: Optional[bool] = None, share: bool = True,
+) -> FileReport:
+    """Check one file; never unpickles it in this process, never raises for its contents.
+
+    `share`: run one load per group of load options that torch answers
+    alike (`_shared_loads`); False runs every option's own load (the
+    tests hold the two to the same statuses).
+    """
     from harness.runtime.env import cuda_available
 
     if cuda is None:
@@ -303,7 +436,8 @@ def check_file(path: Path, *, trust: bool = False, timeout: float = DEFAULT_TIME
         if problem:
             sniffed.problems.append(problem)
     unsafe, source, scan_notes = unsafe_globals(sniffed) if sniffed.globals else ([], "", [])
-    attempts = _complete_allowlist(sniffed, _run(sniffed, _plan(sniffed, trust, cuda), timeout))
+    kinds = {f.full: classify(f.module, f.name) for f in sniffed.found}
+    attempts = _complete_allowlist(sniffed, _run(sniffed, _plan(sniffed, trust, cuda), timeout, kinds, share))
     notes = list(sniffed.notes) + scan_notes
     if sniffed.truncated:
         notes.append("the tensor listing was cut short: the pickle describes more than check walks")
@@ -311,7 +445,6 @@ def check_file(path: Path, *, trust: bool = False, timeout: float = DEFAULT_TIME
     if sniffed.diagnosis:  # what the file is (an LFS pointer, a page, cut short) comes first, with its fix
         d = sniffed.diagnosis
         summary = f"{summary}; fix: {d.fix}" if sniffed.format == "unknown" else f"{d.summary}; fix: {d.fix}; {summary}"
-    kinds = {f.full: classify(f.module, f.name) for f in sniffed.found}
     code = [f for f in sniffed.found if kinds[f.full].kind == CODE and not _script_class(sniffed, f)]
     warning = _runs_code(code, sniffed)
     if warning:
@@ -326,6 +459,7 @@ def check_file(path: Path, *, trust: bool = False, timeout: float = DEFAULT_TIME
         script_escapes=[e.to_dict() for e in sniffed.escapes],
         global_kinds={name: kind.kind for name, kind in kinds.items()},
         diagnosis=sniffed.diagnosis.to_dict() if sniffed.diagnosis else None, loader=loader_for(sniffed),
+        writer=sniffed.writer,
     )
 
 

@@ -1,8 +1,8 @@
 """The records ``check`` produces, and their text and JSON renderings.
 
 `Attempt` is one load and how it went; `FileReport` is everything found
-about one file. Both cross the process boundary (``check --out`` files that
-`harness.check.across_envs` merges), so each has ``to_dict``/``from_dict``.
+about one file. Both cross the process boundary (``check --out`` documents,
+and fleet lines, `harness.check.fleet_record`), so each has ``to_dict``/``from_dict``.
 `render_text` is for a person and escapes whatever came from the file;
 `render_json` is one document of schema `CHECK_SCHEMA`. Rendering reads only
 these records (and the env it runs in), never the loads themselves.
@@ -47,7 +47,11 @@ class Attempt:
     `status`: ``loaded``, ``failed``, ``crash``, ``timeout``, ``skip`` (this
     torch lacks the option) or ``not_tried`` (with the reason in `detail`).
     `where`: ``harness`` (this process, weights_only forced), ``child`` (a
-    child process, --trust) or None when not run.
+    child process, --trust) or None when not run. `same_as`: the `label` of
+    the attempt whose load stands for this one (check runs one load per
+    group of options that torch answers alike, `harness.check.checker`),
+    None for an attempt that ran its own load; such an attempt has
+    `seconds` 0 and the status, detail and error of the load that ran.
     """
 
     loader: str
@@ -58,6 +62,7 @@ class Attempt:
     error: Optional[dict[str, Any]] = None
     diagnosis: Optional[dict[str, Any]] = None
     seconds: float = 0.0
+    same_as: Optional[str] = None
 
     @property
     def failed(self) -> bool:
@@ -98,7 +103,7 @@ class FileReport:
     problems: list[str]
     notes: list[str]
     attempts: list[Attempt]
-    verdict: str  # loads | loads_some_ways | does_not_load | not_checked
+    verdict: str  # loads | loads_some_ways | does_not_load | not_checked | crashed (a fleet: the check process died or hung on it)
     summary: str
     # Each code global where it is first named: global, where, offset, call, kind (known gadget | unknown code).
     code: list[dict[str, Any]] = field(default_factory=list)
@@ -110,6 +115,9 @@ class FileReport:
     diagnosis: Optional[dict[str, str]] = None
     # The call that reads this kind of file, and the loader not to use for it.
     loader: str = ""
+    # The torch releases that write a file like this one, told from its records
+    # (`harness.check.writers`): releases, evidence, first, last; None where the bytes cannot tell.
+    writer: Optional[dict[str, Any]] = None
 
     @property
     def runs_code(self) -> bool:
@@ -228,6 +236,8 @@ def _render_file(r: FileReport) -> list[str]:
     else:
         harness = f" [harness format {r.harness_format}]" if r.harness_format else ""
         out.append(f"format:  {fmt}{': ' + r.content if r.content else ''}{harness}")
+    if r.writer:
+        out.append(f"written by: {r.writer['releases']} ({'; '.join(r.writer.get('evidence', [])[:3])})")
     if r.loader:
         out.append(f"load with: {r.loader}")
     if r.diagnosis:
@@ -271,7 +281,9 @@ def _render_file(r: FileReport) -> list[str]:
     for n in r.notes:
         out.append(f"note: {printable(n)}")
     if r.attempts:
-        out.append(f"loads ({len(r.attempts)} way{'s' if len(r.attempts) != 1 else ''}):")
+        ran = sum(1 for a in r.attempts if a.where and a.same_as is None)
+        shared = f"; {ran} load{'s' if ran != 1 else ''} ran, the others share their results" if any(a.same_as for a in r.attempts) else ""
+        out.append(f"loads ({len(r.attempts)} way{'s' if len(r.attempts) != 1 else ''}{shared}):")
         footnotes: list[str] = []
         for status, where, detail, group in _groups(r.attempts):
             mark = ""

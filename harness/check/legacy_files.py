@@ -32,6 +32,7 @@ from harness.check.sniffed import (
     scan_stream,
     tensor_infos,
 )
+from harness.check.writers import legacy_writer, tar_writer
 
 __all__ = ["LEGACY_MAGIC", "LEGACY_PROTOCOL", "MAX_TAR_MEMBERS", "TAR_MEMBERS", "analyze_legacy", "analyze_tar", "is_tar", "legacy_magic"]
 
@@ -57,6 +58,7 @@ def analyze_legacy(path: Path, sniffed: Sniffed) -> None:
     """Read the legacy stream at `path`: its five pickles, each storage's bytes, and anything after them."""
     sniffed.format = "torch_legacy"
     sniffed.why = "a pickle stream that starts with torch's magic number"
+    sniffed.writer = legacy_writer()
     if is_tar(path):
         # torch.load tries a non-zip file as a pre-0.4 tar first, extracting
         # its members to disk: that path bypasses every check made here.
@@ -176,6 +178,7 @@ def analyze_tar(path: Path, sniffed: Sniffed) -> None:
     elif {"pickle", "storages", "tensors"} <= set(names):
         sniffed.format = "torch_tar"
         sniffed.why = "a tar archive with the members torch.save wrote before 0.4 (storages, tensors, pickle)"
+        sniffed.writer = tar_writer()
         sniffed.notes.append("torch.load reads it only with weights_only=False, extracting its members to a temporary directory")
     else:
         sniffed.why = f"a tar archive that is not a torch checkpoint (members: {', '.join(names[:4]) or 'none'})"

@@ -78,6 +78,10 @@ class Sniffed:
     #: pointer, a web page, an empty or truncated file), with the fix; the
     #: codes are the runtime's, which says the same from torch's messages
     diagnosis: Optional[Diagnosis] = None
+    #: the torch releases that write a file like this one, from its records
+    #: (`harness.check.writers`): {"releases", "evidence", "first", "last"};
+    #: None where the bytes cannot tell
+    writer: Optional[dict[str, Any]] = None
 
     def add_pickle(self, facts: PickleFacts, where: str) -> None:
         """Take in the globals, problems and counts of one scanned pickle, found at `where`."""

@@ -29,6 +29,7 @@ from harness.check.sniffed import (
     tensor_infos,
 )
 from harness.check.torchscript_code import escapes
+from harness.check.writers import zip_writer
 
 __all__ = ["analyze_zip"]
 
@@ -334,6 +335,8 @@ def analyze_zip(path: Path, sniffed: Sniffed) -> None:
             sniffed.problems.append("the archive holds several records of the same name (readers disagree on which counts)")
         _analyze_zip_records(zf, raw, names, sniffed)
         _scan_other_records(zf, names, sniffed)
+        if sniffed.format in ("torch_zip", "torchscript", "exported"):
+            sniffed.writer = zip_writer(zf, sniffed.format)
 
 
 def _analyze_zip_records(zf: zipfile.ZipFile, raw: IO[bytes], names: list[str], sniffed: Sniffed) -> None:

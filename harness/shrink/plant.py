@@ -7,8 +7,14 @@ needs two features of a spec together, so a shrinker that keeps only one of
 them loses the failure: the shrink test and ``nox -s bench`` use it to show
 that ``shrink`` ends at a spec holding just those two.
 
+A second mode, ``abort:N``, plants a crash instead: every Nth outermost
+``torch.load`` call of a process aborts it (``os.abort``, as a C++ assert
+in torch does), counted per process, so a worker forked from a parent that
+imported the planted torch counts afresh. The bench measures with it what
+a load phase whose torch keeps crashing costs (``crash_cell_rate_ratio``).
+
 It is active only in an interpreter started through the wrapper that
-`planted_python` writes: the wrapper sets ``TORCH_ROUNDTRIP_PLANT=1`` and
+`planted_python` writes: the wrapper sets ``TORCH_ROUNDTRIP_PLANT`` (``1``, or ``abort:N``) and
 puts a ``sitecustomize.py`` on ``PYTHONPATH`` that calls `install`, which does
 nothing without that variable. Nothing in the harness imports this module
 on its own; a plain ``python`` never sees the bug.
@@ -31,9 +37,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-__all__ = ["ENV_VAR", "MIN_HALF_ELEMENTS", "PLANT_MODULE", "install", "planted_python", "tamper"]
+__all__ = ["ENV_VAR", "MIN_HALF_ELEMENTS", "PLANT_MODULE", "install", "parse_mode", "planted_python", "tamper"]
 
-#: The variable that arms the plant; the wrapper of `planted_python` sets it to ``1``.
+#: The variable that arms the plant; the wrapper of `planted_python` sets it
+#: to its mode: ``1`` (flip a bit) or ``abort:N`` (abort every Nth load).
 ENV_VAR = "TORCH_ROUNDTRIP_PLANT"
 #: A float16 tensor needs at least this many elements to be flipped.
 MIN_HALF_ELEMENTS = 4
@@ -46,6 +53,20 @@ _MARK = "_roundtrip_plant_original"
 # object): only the outermost call tampers, so a nested one cannot flip the
 # bit back.
 _DEPTH = threading.local()
+# abort:N counts outermost loads per process: keyed by pid, so a child
+# forked from a parent that imported the planted torch starts from zero.
+_CALLS: dict[int, int] = {}
+
+
+def parse_mode(mode: str) -> Optional[int]:
+    """The N of ``abort:N`` (None for ``1``, the bit flip); ValueError for anything else."""
+    if mode == "1":
+        return None
+    kind, _, every = mode.partition(":")
+    if kind == "abort" and every.isdigit() and int(every) >= 1:
+        return int(every)
+    msg = f"{ENV_VAR}={mode!r}: the plant's modes are 1 (flip a bit) and abort:N (abort every Nth torch.load, N >= 1)"
+    raise ValueError(msg)
 
 
 def _tensors(obj: Any, path: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
@@ -128,16 +149,28 @@ def _flip_first_bit(t: Any) -> None:
     bits[index] ^= 1
 
 
-def _wrap(load: Callable[..., Any]) -> Callable[..., Any]:
+def _abort_now(every: int) -> None:
+    """Count one outermost load of this process; abort it on every `every`-th, as a C++ assert would."""
+    pid = os.getpid()
+    calls = _CALLS[pid] = _CALLS.get(pid, 0) + 1
+    if calls % every == 0:
+        sys.stderr.write(f"{PLANT_MODULE}: planted abort on torch.load call {calls} of process {pid} (abort:{every})\n")
+        sys.stderr.flush()
+        os.abort()
+
+
+def _wrap(load: Callable[..., Any], abort_every: Optional[int]) -> Callable[..., Any]:
     @functools.wraps(load)  # keeps the signature: the harness inspects torch.load's parameters
     def planted_load(*args: Any, **kwargs: Any) -> Any:
         depth = getattr(_DEPTH, "value", 0)
+        if depth == 0 and abort_every is not None:
+            _abort_now(abort_every)
         _DEPTH.value = depth + 1
         try:
             result = load(*args, **kwargs)
         finally:
             _DEPTH.value = depth
-        if depth == 0:
+        if depth == 0 and abort_every is None:
             tamper(result)
         return result
 
@@ -145,7 +178,7 @@ def _wrap(load: Callable[..., Any]) -> Callable[..., Any]:
     return planted_load
 
 
-def _patch(torch: Any) -> None:
+def _patch(torch: Any, abort_every: Optional[int]) -> None:
     """Wrap torch.load and torch.serialization.load once each (one wrapper when they are one object)."""
     wrappers = {}
     owners = [owner for owner in (torch, getattr(torch, "serialization", None)) if owner is not None]
@@ -154,7 +187,7 @@ def _patch(torch: Any) -> None:
         if load is None or hasattr(load, _MARK):
             continue
         if id(load) not in wrappers:
-            wrappers[id(load)] = _wrap(load)
+            wrappers[id(load)] = _wrap(load, abort_every)
         owner.load = wrappers[id(load)]
 
 
@@ -164,6 +197,9 @@ class _PatchOnImport:
     So an interpreter started through the wrapper pays for torch only when
     it imports torch itself (the load phase's parent never does).
     """
+
+    def __init__(self, abort_every: Optional[int]) -> None:
+        self.abort_every = abort_every
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname != "torch":
@@ -181,37 +217,43 @@ class _PatchOnImport:
             msg = f"{PLANT_MODULE}: cannot plant the bug: torch's loader {loader!r} has no exec_module to hook"
             raise ImportError(msg)
         exec_module = loader.exec_module
+        abort_every = self.abort_every
 
         def exec_and_patch(module: Any) -> None:
             exec_module(module)
-            _patch(module)
+            _patch(module, abort_every)
 
         loader.exec_module = exec_and_patch  # type: ignore[method-assign]  # this loader instance only
         return spec
 
 
 def install() -> bool:
-    """Plant the bug in this interpreter when ``TORCH_ROUNDTRIP_PLANT=1``; whether it is planted.
+    """Plant the bug in this interpreter when ``TORCH_ROUNDTRIP_PLANT`` is set; whether it is planted.
 
+    ``1`` plants the bit flip, ``abort:N`` the abort on every Nth load
+    (`parse_mode`; ValueError for another value: a plant that silently did
+    nothing would make a test or a bench measure the wrong thing).
     Idempotent. Wraps torch.load (and torch.serialization.load) now if
     torch is imported, else as soon as it is. Without the variable it does
     nothing: the ``sitecustomize.py`` of `planted_python` calls it in every
     interpreter that has that folder on its path, and only the wrapper sets
     the variable.
     """
-    if os.environ.get(ENV_VAR) != "1":
+    mode = os.environ.get(ENV_VAR)
+    if not mode:
         return False
+    abort_every = parse_mode(mode)
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "load"):
-        _patch(torch)
+        _patch(torch, abort_every)
     elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport())
+        sys.meta_path.insert(0, _PatchOnImport(abort_every))
     return True
 
 
 _SITECUSTOMIZE = f'''"""Written by harness.shrink.plant.planted_python: plants a torch bug on purpose (test equipment).
 
-Active only when {ENV_VAR}=1, which the wrapper script beside this file sets.
+Active only when {ENV_VAR} is set (1, or abort:N), which the wrapper script beside this file does.
 """
 
 import {PLANT_MODULE}
@@ -220,13 +262,14 @@ import {PLANT_MODULE}
 '''
 
 
-def planted_python(python: str, folder: Path, *, pythonpath: Sequence[str] = ()) -> str:
+def planted_python(python: str, folder: Path, *, pythonpath: Sequence[str] = (), mode: str = "1") -> str:
     """Write an interpreter wrapper whose torch.load has the planted bug; the wrapper's path.
 
     Test and bench equipment. Writes into `folder` a copy of this module
     (``roundtrip_plant.py``), a ``sitecustomize.py`` that imports it and
     calls `install`, and ``folder/python``: a POSIX sh script that sets
-    ``TORCH_ROUNDTRIP_PLANT=1``, puts `folder` and then `pythonpath` in
+    ``TORCH_ROUNDTRIP_PLANT`` to `mode` (``1``: the bit flip; ``abort:N``:
+    every Nth load aborts the process), puts `folder` and then `pythonpath` in
     front of ``PYTHONPATH`` and execs `python` with its arguments. Use it as
     an interpreter: ``[wrapper, "-m", "harness.runtime.runner.worker",
     "cpu"]`` or ``[wrapper, "load.py"]``; processes it starts inherit the
@@ -237,6 +280,7 @@ def planted_python(python: str, folder: Path, *, pythonpath: Sequence[str] = ())
     ``sitecustomize`` the interpreter already has (Debian's system Pythons
     ship one): that one does not run under the wrapper.
     """
+    parse_mode(mode)
     folder = Path(os.path.abspath(folder))
     folder.mkdir(parents=True, exist_ok=True)
     # A bare command name ("python3") is looked up on PATH by exec; a path is made absolute.
@@ -253,7 +297,7 @@ def planted_python(python: str, folder: Path, *, pythonpath: Sequence[str] = ())
         "#!/bin/sh",
         "# Written by harness.shrink.plant.planted_python: this interpreter's torch.load has a bug planted",
         "# on purpose (test equipment). See roundtrip_plant.py beside this script.",
-        f"{ENV_VAR}=1",
+        f"{ENV_VAR}={shlex.quote(mode)}",
         f"export {ENV_VAR}",
         f'PYTHONPATH={joined}"${{PYTHONPATH:+{os.pathsep}$PYTHONPATH}}"',
         "export PYTHONPATH",

@@ -70,6 +70,8 @@ class LoadSummary:
     results_path: Optional[Path] = None
     startup_seconds: float = 0.0  # until the worker had imported torch and said hello
     seconds: float = 0.0  # running cells, after startup
+    restarts: list[float] = field(default_factory=list)  # seconds from each worker's death to its successor's hello
+    startups: list[float] = field(default_factory=list)  # seconds from each forked worker's fork to its hello
 
     @property
     def exit_status(self) -> int:
@@ -314,7 +316,8 @@ def load_phase(
         _write_sidecar(Path(results), target, hello.get("hello"), Path(artifacts), plan, ensure_worker)
         return summary
     finally:
-        worker.stop()
+        summary.restarts, summary.startups = list(worker.restarts), list(worker.startups)
+        worker.stop()  # the worker and its fork server: nothing outlives the phase (also on Ctrl-C)
 
 
 def _write_sidecar(
@@ -371,14 +374,14 @@ def run_cells(worker: Worker, directory: Path, cells: list[CellResult], record: 
                 raise WorkerDied("the worker answered out of turn")
         except WorkerTimeout:
             cell = remaining.pop(0)
-            worker.stop()
+            worker.stop_child()
             record(cell.with_(outcome=Outcome.TIMEOUT, detail=f"no result within --timeout {timeout:g}s; the worker was killed"))
-            worker.start()
+            worker.restart()  # forked from the warm fork server: milliseconds, no new import of torch
         except WorkerDied as e:
             cell = remaining.pop(0) if remaining else None
-            worker.stop()
+            worker.stop_child()
             if cell is not None:
                 found = diagnose("crash", e.detail, cell.format, cell.load)
                 record(cell.with_(outcome=Outcome.CRASH, detail=f"the worker process died: {e.detail}",
                                   diagnosis=found.to_dict() if found else None))
-            worker.start()
+            worker.restart()

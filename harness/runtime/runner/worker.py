@@ -7,7 +7,9 @@ the parent records that cell as ``crash`` or ``timeout``, starts a new worker
 and goes on with the next cell: one cell's failure is one cell, and a
 process per cell (far too slow) is never needed.
 
-Protocol (JSON lines): the worker first writes ``{"hello": fingerprint}``;
+Protocol (JSON lines): the worker first writes ``{"hello": fingerprint,
+"cuda": bool, "started": {...}}`` (`started`: its pid and parent, and
+whether a fork server forked it with torch imported already);
 the parent writes ``{"artifact": dir, "cells": [...]}``; the worker writes
 ``{"result": {...}}`` per cell, then ``{"done": true}``. Anything else that
 the process prints goes to stderr, which the parent keeps for crash reports.
@@ -17,21 +19,28 @@ plumbing, shared with ``check``'s child, is `harness.runtime.child`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from harness.runtime.child import forbid_core_files, protocol_stream, send, serve_device
+from harness.runtime.child import (
+    forbid_core_files,
+    notice_fatal_signals,
+    protocol_stream,
+    send,
+    serve_device,
+)
 
 if TYPE_CHECKING:
     from harness.runtime.manifest import Manifest
     from harness.runtime.runner.cell import CaseContext
 
-__all__ = ["main"]
+__all__ = ["PRELOAD", "before_fork", "main"]
 
 FAULT_ENV = "TORCH_ROUNDTRIP_FAULT"
 
@@ -97,12 +106,51 @@ class _Cache:
         return self._lru(self.contexts, key, lambda: CaseContext(manifest.spec, self.device))
 
 
+#: What a load worker imports, for a fork server to import before it forks
+#: one (`harness.runtime.forkserver`): torch, the optimizer and torch.export
+#: pieces `_warm_up` and the first cells pull in, safetensors, and the
+#: harness modules the worker runs. Import only: a module this env's torch
+#: lacks is skipped by the server and costs nothing but speed.
+PRELOAD = (
+    "torch", "torch.optim", "torch._dynamo", "torch.export", "torch._export.serde.serialize",
+    "torch.export._unlift", "torch.export.pt2_archive", "torch._export.non_strict_utils",
+    "torch.fx.experimental.validator", "torch.utils.serialization", "safetensors.torch",
+    "harness.runtime.runner.cell", "harness.runtime.builder", "harness.runtime.forward",
+    "harness.runtime.formats", "harness.runtime.env", "harness.runtime.runner.worker:before_fork",
+)
+
+
+def before_fork() -> None:
+    """What a fork server does once for all its workers: pure Python, nothing of torch's.
+
+    ``platform.platform()`` (in the fingerprint) runs ``uname -p`` in a
+    subprocess the first time; asked once in the server, its answer is
+    every worker's. The build id (a digest of the runtime's files, in every
+    hello and result) is computed once too: the code a worker runs is the
+    code the server imported. And what each worker imports first
+    (`forbid_core_files`, `notice_fatal_signals`) is imported here.
+    """
+    import faulthandler  # noqa: F401
+    import platform
+
+    from harness import build_id
+
+    with contextlib.suppress(ImportError):
+        import resource  # noqa: F401
+
+    platform.platform()
+    build_id()
+
+
 def _warm_up() -> None:
-    """Pay one-time import costs before saying hello, not inside the first cells.
+    """Pay one-time costs before saying hello, not inside the first cells.
 
     Creating an optimizer imports torch._dynamo (seconds, once per process),
     and torch.export's loader imports its serializer on first use; a cell's
     time should measure its load, not whichever cell happened to come first.
+    A worker forked from a fork server finds those modules imported already
+    (`PRELOAD`): what is left is the optimizer's first use, an op the server
+    must not run (it would start torch's thread pools before the fork).
     """
     import contextlib
 
@@ -114,8 +162,21 @@ def _warm_up() -> None:
         from torch._export import serde  # noqa: F401
 
 
+def _how_started(torch_imported: bool) -> dict[str, Any]:
+    """For the hello: this process's pid and parent, whether it was forked with torch imported, and since when."""
+    from harness.runtime.forkserver import forked_from
+
+    forked = forked_from()
+    return {"pid": os.getpid(), "parent": os.getppid(), "forked": forked is not None,
+            "server": forked["server"] if forked else None, "torch_imported": torch_imported,
+            "seconds": time.monotonic() - forked["at"] if forked else None}
+
+
 def serve(device: str) -> int:
+    torch_imported = "torch" in sys.modules  # before this process did anything: preloaded by a fork server
     proto = protocol_stream()
+    # A load that aborts or segfaults says so at once; the parent need not wait for the teardown.
+    notice_fatal_signals(proto)
     forbid_core_files()
     _warm_up()
 
@@ -128,7 +189,7 @@ def serve(device: str) -> int:
     fp = fingerprint(device)
     from harness.runtime.env import cuda_available
 
-    send(proto, {"hello": fp.to_dict(), "cuda": cuda_available()})
+    send(proto, {"hello": fp.to_dict(), "cuda": cuda_available(), "started": _how_started(torch_imported)})
     cache = _Cache(device)
     for line in sys.stdin:
         if not line.strip():
