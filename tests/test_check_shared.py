@@ -269,9 +269,9 @@ def test_the_child_shares_as_the_harness_does(files, monkeypatch, name):
     sent = []
     real = checker.run_in_child
 
-    def counting(path, attempts, timeout):
+    def counting(path, attempts, timeout, server=None):
         sent.append(len(attempts))
-        return real(path, attempts, timeout)
+        return real(path, attempts, timeout, server)
 
     monkeypatch.setattr(checker, "run_in_child", counting)
     assert _differences(_consistent(files, name), cuda=False, trust=True, timeout=120) == []

@@ -101,8 +101,13 @@ def test_a_second_run_reuses_unchanged_files_and_rechecks_changed_ones(fleet, tm
     lines = read_lines(out / FLEET_FILE, strict=True)
     assert _names(lines) == sorted(str(root / n) for n in ("m0.pt", "m1.pt", "m3.pt", "m9.pt"))
     assert next(x for x in lines if x.file.endswith("m1.pt")).report["tensors"][0]["shape"] == [9]
-    # --trust changes what is tried: every file is checked again.
-    assert _run(server, root, out, trust=True).checked == 4
+    # --trust changes what is tried: every file is checked again, its trusted loads in children a worker forks.
+    trusted = _run(server, root, out, trust=True)
+    assert trusted.checked == 4
+    for line in trusted.own:
+        if line.report["format"] == "torch_zip":
+            children = [a for a in line.report["attempts"] if a["where"] == "child"]
+            assert children and all(a["status"] == "loaded" for a in children), line.report["attempts"]
 
 
 def test_a_torn_last_line_is_checked_again(tmp_path, server):

@@ -58,6 +58,7 @@ from harness.check.sniffed import FoundGlobal, Sniffed
 from harness.runtime.defaults import DEFAULT_TIMEOUT
 from harness.runtime.diagnose import diagnose
 from harness.runtime.errors import InputError
+from harness.runtime.forkserver import ForkServer
 from harness.runtime.formats.torchscript import TorchScript
 from harness.runtime.load_options import LoadOptions, torch_load_sweep
 
@@ -183,7 +184,10 @@ def _attempt(plan: _Plan, raw: dict[str, Any], fmt: str, same_as: Optional[str] 
     )
 
 
-def _run(sniffed: Sniffed, plans: list[_Plan], timeout: float, kinds: dict[str, GlobalKind], share: bool = True) -> list[Attempt]:
+def _run(
+    sniffed: Sniffed, plans: list[_Plan], timeout: float, kinds: dict[str, GlobalKind], share: bool = True,
+    server: Optional[ForkServer] = None,
+) -> list[Attempt]:
     """Run the plans' loads, one per group that `_shared_loads` says torch answers alike (each, unless `share`)."""
     fmt = sniffed.harness_format or ""
     lead = _shared_loads(sniffed, plans, kinds) if share else list(range(len(plans)))
@@ -193,7 +197,7 @@ def _run(sniffed: Sniffed, plans: list[_Plan], timeout: float, kinds: dict[str, 
             results[i] = try_load(sniffed.path, plan.loader, plan.options, weights_only=plan.force_weights_only)
     trusted = [i for i, plan in enumerate(plans) if plan.where == "child" and lead[i] == i]
     if trusted:
-        raws = run_in_child(sniffed.path, [(plans[i].loader, plans[i].options) for i in trusted], timeout)
+        raws = run_in_child(sniffed.path, [(plans[i].loader, plans[i].options) for i in trusted], timeout, server)
         results.update(zip(trusted, raws))
     attempts: list[Attempt] = []
     for i, plan in enumerate(plans):
@@ -416,12 +420,14 @@ def _verdict(sniffed: Sniffed, attempts: list[Attempt]) -> tuple[str, str]:
 
 def check_file(
     path: Path, *, trust: bool = False, timeout: float = DEFAULT_TIMEOUT, cuda: Optional[bool] = None, share: bool = True,
+    server: Optional[ForkServer] = None,
 ) -> FileReport:
     """Check one file; never unpickles it in this process, never raises for its contents.
 
     `share`: run one load per group of load options that torch answers
     alike (`_shared_loads`); False runs every option's own load (the
-    tests hold the two to the same statuses).
+    tests hold the two to the same statuses). `server`: a fork server for
+    the trusted loads' children (`harness.check.child.run_in_child`).
     """
     from harness.runtime.env import cuda_available
 
@@ -437,7 +443,7 @@ def check_file(
             sniffed.problems.append(problem)
     unsafe, source, scan_notes = unsafe_globals(sniffed) if sniffed.globals else ([], "", [])
     kinds = {f.full: classify(f.module, f.name) for f in sniffed.found}
-    attempts = _complete_allowlist(sniffed, _run(sniffed, _plan(sniffed, trust, cuda), timeout, kinds, share))
+    attempts = _complete_allowlist(sniffed, _run(sniffed, _plan(sniffed, trust, cuda), timeout, kinds, share, server))
     notes = list(sniffed.notes) + scan_notes
     if sniffed.truncated:
         notes.append("the tensor listing was cut short: the pickle describes more than check walks")

@@ -20,8 +20,11 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
+from harness.check.child import TRUSTED_PRELOAD
 from harness.runtime.child import forbid_core_files, protocol_stream, send
+from harness.runtime.forkserver import ForkServer, fork_supported
 
 __all__ = ["FAULT_ENV", "PRELOAD", "main"]
 
@@ -57,13 +60,23 @@ def main() -> int:
     python = f"{sys.version_info[0]}.{sys.version_info[1]}"
     label = label_for(torch.__version__, python, "cuda" if cuda else "cpu")
     send(out, {"hello": {"pid": os.getpid(), "label": label}})
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        request = json.loads(line)
-        _inject_fault(os.path.basename(request["path"]))
-        report = check_file(Path(request["path"]), trust=bool(request.get("trust")), timeout=float(request["timeout"]), cuda=cuda)
-        send(out, {"report": report.to_dict()})
+    trusted: Optional[ForkServer] = None
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            request = json.loads(line)
+            _inject_fault(os.path.basename(request["path"]))
+            trust = bool(request.get("trust"))
+            if trust and trusted is None and fork_supported():
+                # This worker has run torch ops, so it must not fork itself:
+                # its trusted loads' children come from a server of its own.
+                trusted = ForkServer(TRUSTED_PRELOAD)
+            report = check_file(Path(request["path"]), trust=trust, timeout=float(request["timeout"]), cuda=cuda, server=trusted)
+            send(out, {"report": report.to_dict()})
+    finally:
+        if trusted is not None:
+            trusted.close()
     return 0
 
 
