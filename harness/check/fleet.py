@@ -273,7 +273,7 @@ def run_fleet(options: FleetOptions, server: Optional[ForkServer] = None) -> Fle
         raise InputError(msg)
     files = list(walk(options.paths, options.include, options.exclude, shard=options.shard))
     out.mkdir(parents=True, exist_ok=True)
-    previous = read_lines(out / FLEET_FILE)
+    previous = latest(read_lines(out / FLEET_FILE))
     checker = checker_id()
     count = min(options.workers or os.cpu_count() or 1, max(1, sum(1 for f in files if not f.skip)))
     pool: Optional[_Pool] = None
@@ -286,10 +286,10 @@ def run_fleet(options: FleetOptions, server: Optional[ForkServer] = None) -> Fle
             run.startup_seconds = time.monotonic() - t0
             label = str(pool.slots[0].hello.get("label", "unknown-env"))
         run.label = label
-        by_key = {line.key: line for line in latest(previous)}
+        by_key = {line.key: line for line in previous}
         walked = {f.file for f in files}
         kept, todo = [], []
-        for line in latest(previous):
+        for line in previous:
             if line.env != label:
                 kept.append(line)
             elif line.file not in walked and not any(_under(line.file, p) for p in options.paths):
@@ -303,7 +303,7 @@ def run_fleet(options: FleetOptions, server: Optional[ForkServer] = None) -> Fle
             else:
                 todo.append(f)
         run.dropped = sum(
-            1 for line in latest(previous)
+            1 for line in previous
             if line.env == label and line.file not in walked and any(_under(line.file, p) for p in options.paths)
         )
         writer = _Lines(out / FLEET_FILE, kept)

@@ -29,10 +29,8 @@ from typing import Any, Iterable, Optional, Sequence, Tuple
 from harness.check.findings import Attempt, printable
 from harness.check.fleet_record import FleetLine, latest
 from harness.check.sniff import FILE_FORMATS
-from harness.runtime.env import parse_label
-from harness.runtime.errors import InputError
+from harness.runtime.env import env_sort_key
 from harness.runtime.fileio import write_text
-from harness.runtime.versions import release
 
 __all__ = [
     "GRID_ROWS",
@@ -44,7 +42,6 @@ __all__ = [
     "Group",
     "Pattern",
     "build_fleet",
-    "env_order",
     "finding_key",
     "grid_files",
     "loads_where",
@@ -242,16 +239,6 @@ def _format_name(fmt: str) -> str:
     return FILE_FORMATS.get(fmt, fmt) if fmt else ""
 
 
-def env_order(label: str) -> tuple[Any, ...]:
-    """Envs by torch release, then Python, device and numpy; labels that are not env labels last, by name."""
-    try:
-        parts = parse_label(label)
-        numpy = release(parts["numpy"]) if parts["numpy"] else ()
-        return (0, release(parts["torch"]), release(parts["python"]), parts["device"], numpy, label)
-    except (InputError, ValueError):
-        return (1, (), (), "", (), label)
-
-
 def _top(counter: Counter) -> list[tuple[str, int]]:
     """A counter's entries, most common first, ties in first-seen order."""
     order = {k: i for i, k in enumerate(counter)}
@@ -330,7 +317,7 @@ def _group(key: tuple[str, str, str], lines: list[FleetLine], facts: dict[tuple[
     file_envs: dict[str, list[str]] = {}
     for line in lines:
         file_envs.setdefault(line.file, []).append(line.env)
-    envs = sorted(_counted((line.env, line.file) for line in lines), key=lambda kv: env_order(kv[0]))
+    envs = sorted(_counted((line.env, line.file) for line in lines), key=lambda kv: env_sort_key(kv[0]))
     return Group(
         verdict=key[0], reason=key[1], format=key[2], files=tuple(file_envs), envs=tuple(envs),
         writers=_counted((facts[line.key].writer, line.file) for line in lines),
@@ -528,7 +515,7 @@ def _bytes(size: int) -> str:
 def build_fleet(lines: Sequence[FleetLine]) -> Fleet:
     """The report's model of `lines` (from one env or several; of several lines per (env, file) the last counts)."""
     kept = latest(lines)
-    envs = tuple(sorted({line.env for line in kept}, key=env_order))
+    envs = tuple(sorted({line.env for line in kept}, key=env_sort_key))
     by_file: dict[str, dict[str, FleetLine]] = {}
     for line in kept:
         by_file.setdefault(line.file, {})[line.env] = line

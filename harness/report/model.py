@@ -20,23 +20,12 @@ from typing import Any, Optional, Union
 from harness.report.merge import Conflict, Merged, merge_dirs, require_lines
 from harness.report.refactors import RefactorGroup, refactor_groups
 from harness.report.resultsdir import ResultsDir
-from harness.runtime.env import parse_label
+from harness.runtime.env import env_sort_key
 from harness.runtime.errors import InputError
 from harness.runtime.expect import Expectations
 from harness.runtime.results import CellResult
-from harness.runtime.versions import release
 
 __all__ = ["ReportModel", "build_model", "env_sort_key", "model_from_merged"]
-
-
-def env_sort_key(label: str) -> tuple[int, tuple[int, ...], tuple[int, ...], str, tuple[int, ...], str]:
-    """Order envs by torch release, then Python, then device, then numpy (a numpy axis); odd labels last, by name."""
-    try:
-        parts = parse_label(label)
-        numpy = release(parts["numpy"]) if parts["numpy"] else ()
-        return (0, release(parts["torch"]), release(parts["python"]), parts["device"], numpy, label)
-    except (InputError, ValueError):
-        return (1, (), (), "", (), label)
 
 
 @dataclass

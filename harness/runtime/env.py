@@ -30,6 +30,7 @@ __all__ = [
     "require_torch",
     "cuda_available",
     "fingerprint",
+    "env_sort_key",
     "label_for",
     "labelled_numpy",
     "parse_label",
@@ -112,6 +113,18 @@ def parse_label(label: str) -> dict[str, str]:
         msg = f"label={label!r} is not an env label like 'torch-2.5.1-py3.11-cpu' or 'torch-2.4.1-py3.11-cpu-numpy-1.24.4'"
         raise InputError(msg)
     return {key: value or "" for key, value in m.groupdict().items()}
+
+
+def env_sort_key(label: str) -> tuple[Any, ...]:
+    """Order envs by torch release, then Python, then device, then numpy (a numpy axis); odd labels last, by name."""
+    from harness.runtime.versions import release
+
+    try:
+        parts = parse_label(label)
+        numpy = release(parts["numpy"]) if parts["numpy"] else ()
+        return (0, release(parts["torch"]), release(parts["python"]), parts["device"], numpy, label)
+    except (InputError, ValueError):
+        return (1, (), (), "", (), label)
 
 
 def labelled_numpy(found: Optional[str], expected: Optional[str] = None) -> Optional[str]:
